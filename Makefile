@@ -1,0 +1,41 @@
+# ibstudy: `make study` runs every notebook headlessly; `make test` runs the test suite.
+# Both first create .venv (python3 -m venv + pip) when it is missing or older than the requirements.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.ibstudy-stamp
+PRESET ?= quick
+
+.PHONY: setup study test test-all lint lab bench clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+study: $(STAMP)
+	$(PY) -m ibstudy run --preset $(PRESET)
+
+test: $(STAMP)
+	$(PY) -m pytest -m "not slow"
+
+test-all: $(STAMP)
+	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_hsic.py
+	$(PY) benchmarks/bench_training.py
+
+clean:
+	rm -rf results .pytest_cache .ruff_cache
