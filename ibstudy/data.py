@@ -36,19 +36,35 @@ class DatasetInfo:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     folder: str  # what torchvision creates under root (empty for embedded data)
+    train_size: int
+    test_size: int
 
 
 # Normalization: paper_spec section 8 for MNIST/CIFAR. [ours] Fashion-MNIST uses its usual constants;
 # mnist5k uses constants measured on its own 4,000-image training split after padding to 32x32.
 INFO: dict[str, DatasetInfo] = {
-    "mnist5k": DatasetInfo(10, 1, 32, (0.10071,), (0.27586,), ""),
-    "mnist": DatasetInfo(10, 1, 32, (0.1307,), (0.3081,), "MNIST"),
-    "fashion_mnist": DatasetInfo(10, 1, 32, (0.2860,), (0.3530,), "FashionMNIST"),
+    "mnist5k": DatasetInfo(10, 1, 32, (0.10071,), (0.27586,), "", 4000, 1000),
+    "mnist": DatasetInfo(10, 1, 32, (0.1307,), (0.3081,), "MNIST", 60000, 10000),
+    "fashion_mnist": DatasetInfo(10, 1, 32, (0.2860,), (0.3530,), "FashionMNIST", 60000, 10000),
     "cifar10": DatasetInfo(
-        10, 3, 32, (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010), "cifar-10-batches-py"
+        10,
+        3,
+        32,
+        (0.4914, 0.4822, 0.4465),
+        (0.2023, 0.1994, 0.2010),
+        "cifar-10-batches-py",
+        50000,
+        10000,
     ),
     "cifar100": DatasetInfo(
-        100, 3, 32, (0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761), "cifar-100-python"
+        100,
+        3,
+        32,
+        (0.5071, 0.4867, 0.4408),
+        (0.2675, 0.2565, 0.2761),
+        "cifar-100-python",
+        50000,
+        10000,
     ),
 }
 

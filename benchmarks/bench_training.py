@@ -1,0 +1,131 @@
+"""Training-loop overhead, measured side by side in one run (issue 4's benchmark).
+
+LeNet5 on synthetic CIFAR-shaped images (10,000 by default):
+1. an E2E epoch of ibstudy's Trainer (analysis off) vs a minimal hand-written PyTorch loop on the same
+   model, optimizer and batches (target <= 1.10x);
+2. a layer-wise epoch (linear heads) vs the E2E epoch (target <= 1.6x);
+3. the per-epoch analysis (nHSIC of every block and the logits on 1,024 samples, with the permutation
+   floor, no probes) as a fraction of one E2E epoch (target <= 0.25).
+With ``--device cuda`` (or auto on a GPU machine) it also times a ResNet18 epoch with and without amp.
+
+    python benchmarks/bench_training.py [--n 10000] [--device auto] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import tempfile
+import time
+
+import torch
+from torch.utils.data import TensorDataset
+
+from ibstudy.data import make_loader
+from ibstudy.device import pick_device
+from ibstudy.training import TrainConfig, Trainer
+
+
+def synthetic(n: int, seed: int) -> TensorDataset:
+    """CIFAR-shaped random images with labels that depend on the mean of the first channel."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 3, 32, 32, generator=g)
+    y = (x[:, 0].mean((1, 2)) * 40).long().clamp(-5, 4) + 5
+    return TensorDataset(x, y)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def hand_loop(trainer: Trainer, epoch: int) -> float:
+    """The minimal loop: same model copy, same optimizer settings, same batches."""
+    model = copy.deepcopy(trainer.model).train()
+    opt = torch.optim.Adam(model.parameters(), lr=trainer.cfg.lr)
+    loader = make_loader(
+        trainer.train_set, trainer.cfg.batch_size, seed=trainer.cfg.seed, epoch=epoch
+    )
+    dev = trainer.device
+    sync(dev)
+    start = time.perf_counter()
+    for x, y in loader:
+        x, y = x.to(dev), y.to(dev)
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        loss.item()
+    sync(dev)
+    return time.perf_counter() - start
+
+
+def timed(fn, device: torch.device) -> float:
+    sync(device)
+    start = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - start
+
+
+def make_trainer(model: str, method: str, data, device: str, tmp: str, **kw) -> Trainer:
+    cfg = TrainConfig(
+        model=model, dataset="cifar10", method=method, head="none" if method == "e2e" else "linear",
+        epochs=1, batch_size=128, lr=5e-4, eval_size=1024, chunk_size=256, device=device,
+        results_dir=tmp, **kw,
+    )  # fmt: skip
+    return Trainer(cfg, progress=False, data=data)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=10_000, help="synthetic training images")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--repeats", type=int, default=3, help="epochs timed per variant (median)")
+    args = parser.parse_args()
+    device = pick_device(args.device)
+    torch.set_num_threads(torch.get_num_threads())
+    data = (synthetic(args.n, 0), synthetic(1024, 1))
+    print(f"device: {device}  threads: {torch.get_num_threads()}  images: {args.n}")
+    with tempfile.TemporaryDirectory() as tmp:
+        e2e = make_trainer("lenet5", "e2e", data, str(device), tmp)
+        lw = make_trainer("lenet5", "layerwise", data, str(device), tmp)
+        e2e.train_epoch(1)  # warm-up
+        lw.train_epoch(1)
+        t_hand, t_e2e, t_lw, t_an = [], [], [], []
+        for r in range(args.repeats):  # interleaved so drift hits every variant alike
+            t_hand.append(hand_loop(e2e, r + 2))
+            t_e2e.append(timed(lambda r=r: e2e.train_epoch(r + 2), device))
+            t_lw.append(timed(lambda r=r: lw.train_epoch(r + 2), device))
+            t_an.append(timed(e2e.measure_plane, device))
+        med = statistics.median
+        rows = [
+            ("E2E epoch (Trainer) / hand-written loop", med(t_e2e) / med(t_hand), "<= 1.10"),
+            ("layer-wise epoch / E2E epoch", med(t_lw) / med(t_e2e), "<= 1.60"),
+            ("analysis (5 layers, N=1024, floor) / E2E epoch", med(t_an) / med(t_e2e), "<= 0.25"),
+        ]
+        print(f"\nLeNet5, {args.n} images, batch 128 (median of {args.repeats} epochs)")
+        print(
+            f"  hand loop {med(t_hand):.2f} s | E2E {med(t_e2e):.2f} s | layer-wise {med(t_lw):.2f} s"
+            f" | analysis {med(t_an):.2f} s"
+        )
+        print(f"  {'ratio':<50} {'value':>7}  target")
+        for name, value, target in rows:
+            print(f"  {name:<50} {value:>7.3f}  {target}")
+        if device.type == "cuda":
+            print("\nResNet18 on the GPU (images/s)")
+            for amp in (False, True):
+                tr = make_trainer("resnet18", "e2e", data, str(device), tmp, amp=amp)
+                tr.train_epoch(1)
+                t = med(
+                    [
+                        timed(lambda r=r, tr=tr: tr.train_epoch(r + 2), device)
+                        for r in range(args.repeats)
+                    ]
+                )
+                print(f"  amp={amp!s:<5}  epoch {t:.2f} s  {args.n / t:,.0f} images/s")
+
+
+if __name__ == "__main__":
+    main()

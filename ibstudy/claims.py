@@ -1,0 +1,783 @@
+"""The evidence behind the paper's claims C1-C4 (paper_spec section 1), computed from the tidy tables.
+
+Pure functions, pandas in and pandas (or a dict) out; nothing is trained or plotted here. Every verdict
+rule is spelled out in the docstring of the function that applies it, and every threshold is a keyword
+argument with a documented default. Conventions shared by all functions:
+
+- A *run* is identified by the ``run`` column (with its ``method`` and ``head``); tables may hold many.
+- *Blocks* are the rows whose ``layer`` is not ``"logits"``; the *first block* has the smallest
+  ``layer_index``, the *last block* the largest. The logits row is the classifier output.
+- The *last epoch* of a run is the largest ``epoch`` it recorded (runs may differ: sequential
+  layer-wise training records one stage per block).
+- Rows with a non-finite nHSIC value are ignored.
+- nHSIC values are compared only within one table, i.e. at equal m and C (paper_spec section 3).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "VERDICTS",
+    "SHAPE_STATS",
+    "trajectory_shapes",
+    "shape_spread",
+    "fit_then_compress",
+    "depth_profile",
+    "claims_table",
+    "accuracy_table",
+]
+
+LOGITS = "logits"
+RUN_KEYS = ("run", "method", "head")
+LAYER_REQUIRED = ("run", "method", "head", "epoch", "layer", "layer_index", "nhsic_xz", "nhsic_yz")
+EPOCH_REQUIRED = ("run", "method", "head", "epoch", "train_acc", "test_acc")
+VERDICTS = ("holds", "does not hold", "not measured")
+#: shape statistics whose spread across blocks decides claim C2
+SHAPE_STATS = ("peak_frac_xz", "final_over_peak_xz", "final_yz_norm")
+_SHAPE_LABELS = {
+    "peak_frac_xz": "epoch of peak nHSIC(X;Z) (fraction of training)",
+    "final_over_peak_xz": "final/peak nHSIC(X;Z)",
+    "final_yz_norm": "final nHSIC(Y;Z)/(C-1)",
+}
+STATEMENTS = {
+    "C1": "E2E carries input information deeper; under layer-wise training nHSIC(X;Z) collapses "
+    "with depth",
+    "C2": "under E2E the layers take different roles (their information-plane trajectories differ); "
+    "under layer-wise training every layer behaves like an output layer",
+    "C3": "under E2E the last layer fits then compresses: late in training nHSIC(X;Z) falls while "
+    "nHSIC(Y;Z) stays high (the middle-layer/generalization part is not tested here)",
+    "C4": "E2E ends more accurate; layer-wise blocks become linearly separable early but saturate, "
+    "while E2E's last blocks end higher",
+}
+
+
+# ----------------------------------------------------------------------------------------------
+# validation and selection helpers
+# ----------------------------------------------------------------------------------------------
+
+
+def _check_table(table: object, required: Iterable[str], name: str) -> pd.DataFrame:
+    """Raise ValueError unless ``table`` is a non-empty DataFrame holding every required column."""
+    if not isinstance(table, pd.DataFrame):
+        raise ValueError(f"{name} must be a pandas DataFrame, got {type(table).__name__}")
+    missing = [c for c in required if c not in table.columns]
+    if missing:
+        raise ValueError(
+            f"{name} table lacks required column(s) {missing}; it has {list(table.columns)}"
+        )
+    if table.empty:
+        raise ValueError(f"{name} table is empty")
+    return table
+
+
+def _check_num_classes(num_classes: object) -> int:
+    """``num_classes`` as an int >= 2, or ValueError."""
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int | np.integer):
+        raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
+    return int(num_classes)
+
+
+def _check_fraction(value: object, name: str) -> float:
+    """``value`` as a float in [0, 1), or ValueError."""
+    if isinstance(value, bool) or not isinstance(value, int | float | np.floating | np.integer):
+        raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
+    if not 0.0 <= float(value) < 1.0:
+        raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
+    return float(value)
+
+
+def _check_min_epochs(value: object) -> int:
+    """``min_epochs`` as an int >= 2, or ValueError."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 2:
+        raise ValueError(f"min_epochs must be an int >= 2, got {value!r}")
+    return int(value)
+
+
+def _finite(df: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    """Rows whose ``columns`` are all finite numbers."""
+    values = df[list(columns)].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
+    return df[np.isfinite(values).all(axis=1)]
+
+
+def _runs(df: pd.DataFrame) -> list[tuple[object, object, object]]:
+    """The (run, method, head) triples of a table, in order of first appearance."""
+    keys = df[list(RUN_KEYS)].drop_duplicates()
+    return [tuple(k) for k in keys.itertuples(index=False, name=None)]
+
+
+def _same(a: object, b: object) -> bool:
+    """Equality that treats two missing values as equal."""
+    if pd.isna(a) and pd.isna(b):
+        return True
+    return bool(a == b)
+
+
+def _match(df: pd.DataFrame, method: str, head: object = None, run: object = None) -> list[tuple]:
+    """The (run, method, head) triples of ``df`` matching ``method`` and, when given, ``head``/``run``."""
+    found = []
+    for key in _runs(df):
+        if key[1] != method:
+            continue
+        if head is not None and not _same(key[2], head):
+            continue
+        if run is not None and key[0] != run:
+            continue
+        found.append(key)
+    return found
+
+
+def _rows_of(df: pd.DataFrame, key: tuple) -> pd.DataFrame:
+    """Rows of one run (matched on run, method and head)."""
+    mask = (df["run"] == key[0]) & (df["method"] == key[1])
+    mask &= df["head"].isna() if pd.isna(key[2]) else df["head"] == key[2]
+    return df[mask]
+
+
+def _blocks(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows of the blocks (every layer but the logits)."""
+    return df[df["layer"] != LOGITS]
+
+
+def _label(key: tuple) -> str:
+    """``method/head`` for layer-wise runs, ``method`` for E2E (head "none")."""
+    method, head = key[1], key[2]
+    if pd.isna(head) or head == "none":
+        return str(method)
+    return f"{method}/{head}"
+
+
+def _fmt(value: float, spec: str = ".2f") -> str:
+    """A number for the evidence text; NaN reads 'n/a'."""
+    return "n/a" if value is None or not math.isfinite(value) else format(value, spec)
+
+
+# ----------------------------------------------------------------------------------------------
+# trajectory shapes (C2)
+# ----------------------------------------------------------------------------------------------
+
+
+def _shape_of(traj: pd.DataFrame, num_classes: int) -> dict[str, float]:
+    """Shape statistics of one layer's trajectory (rows of one run and layer, finite nHSIC)."""
+    traj = traj.sort_values("epoch", kind="stable")
+    epochs = traj["epoch"].to_numpy(dtype=float)
+    xz = traj["nhsic_xz"].to_numpy(dtype=float)
+    yz = traj["nhsic_yz"].to_numpy(dtype=float)
+    peak = int(np.argmax(xz))  # first epoch reaching the maximum
+    first, final = epochs[0], epochs[-1]
+    span = final - first
+    floor = math.nan
+    if "floor_xz" in traj.columns:
+        floor = float(pd.to_numeric(traj["floor_xz"], errors="coerce").to_numpy(dtype=float)[-1])
+    return {
+        "n_epochs": len(epochs),
+        "first_epoch": first,
+        "final_epoch": final,
+        "peak_epoch_xz": epochs[peak],
+        "peak_frac_xz": (epochs[peak] - first) / span if span > 0 else math.nan,
+        "peak_xz": xz[peak],
+        "final_xz": xz[-1],
+        "final_over_peak_xz": xz[-1] / xz[peak] if xz[peak] > 0 else math.nan,
+        "final_yz": yz[-1],
+        "final_yz_norm": yz[-1] / (num_classes - 1),
+        "final_xz_over_floor": xz[-1] / floor if math.isfinite(floor) and floor > 0 else math.nan,
+    }
+
+
+def trajectory_shapes(layers: pd.DataFrame, num_classes: int) -> pd.DataFrame:
+    """Per run and layer, the shape of its information-plane trajectory over the recorded epochs.
+
+    Columns (one row per run x layer, logits included, in depth order):
+    ``peak_epoch_xz`` the first epoch where nHSIC(X;Z) reaches its maximum ``peak_xz``;
+    ``peak_frac_xz`` that epoch as a fraction of the recorded span, (peak - first)/(final - first)
+    (NaN with a single epoch; comparable across runs of different length);
+    ``final_over_peak_xz`` final / peak nHSIC(X;Z) (1 = no compression after the peak);
+    ``final_yz_norm`` final nHSIC(Y;Z) / (C - 1) (nHSIC(Y;Y) ~ C - 1, so ~1 = labels fully captured);
+    ``final_xz_over_floor`` final nHSIC(X;Z) / final ``floor_xz`` (NaN without a positive floor;
+    <= 1 means no input dependence detectable). See :func:`shape_spread` for the spread across layers.
+    """
+    df = _check_table(layers, LAYER_REQUIRED, "layers")
+    num_classes = _check_num_classes(num_classes)
+    df = _finite(df, ["epoch", "layer_index", "nhsic_xz", "nhsic_yz"])
+    if df.empty:
+        raise ValueError("layers table has no row with finite epoch, nhsic_xz and nhsic_yz")
+    rows = []
+    for key in _runs(df):
+        run_df = _rows_of(df, key)
+        for (index, layer), traj in run_df.groupby(["layer_index", "layer"], sort=True):
+            rows.append(
+                {
+                    **dict(zip(RUN_KEYS, key, strict=True)),
+                    "layer": layer,
+                    "layer_index": int(index),
+                    **_shape_of(traj, num_classes),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def shape_spread(shapes: pd.DataFrame, *, include_logits: bool = False) -> pd.DataFrame:
+    """Per run, the range (max - min across layers) of each trajectory-shape statistic (claim C2).
+
+    ``shapes`` is the output of :func:`trajectory_shapes`. The logits row is left out unless
+    ``include_logits``: C2 is about the roles of the blocks (hidden representations). Columns
+    ``spread_<stat>`` for ``peak_epoch_xz`` and every statistic in :data:`SHAPE_STATS`, plus
+    ``n_layers``; NaN where fewer than two layers have a finite value.
+    """
+    stats = ("peak_epoch_xz", *SHAPE_STATS)
+    df = _check_table(shapes, (*RUN_KEYS, "layer", *stats), "shapes")
+    if not include_logits:
+        df = _blocks(df)
+    rows = []
+    for key in _runs(df):
+        run_df = _rows_of(df, key)
+        row: dict[str, object] = {**dict(zip(RUN_KEYS, key, strict=True)), "n_layers": len(run_df)}
+        for stat in stats:
+            values = pd.to_numeric(run_df[stat], errors="coerce").to_numpy(dtype=float)
+            values = values[np.isfinite(values)]
+            row[f"spread_{stat}"] = values.max() - values.min() if len(values) >= 2 else math.nan
+        rows.append(row)
+    columns = [*RUN_KEYS, "n_layers", *(f"spread_{s}" for s in stats)]
+    return pd.DataFrame(rows, columns=columns)
+
+
+# ----------------------------------------------------------------------------------------------
+# fit then compress (C3)
+# ----------------------------------------------------------------------------------------------
+
+
+def _last_block_name(run_df: pd.DataFrame) -> str | None:
+    """Name of the block with the largest layer_index (None without blocks)."""
+    blocks = _blocks(run_df)
+    if blocks.empty:
+        return None
+    return str(blocks.loc[blocks["layer_index"].astype(float).idxmax(), "layer"])
+
+
+def _fit_compress_of(
+    run_df: pd.DataFrame,
+    key: tuple,
+    layer: str,
+    tol: float,
+    tol_y: float,
+    min_epochs: int,
+    require_fit: bool,
+) -> dict[str, object]:
+    """The fit-then-compress record of one run's layer (see :func:`fit_then_compress`)."""
+    traj = _finite(run_df[run_df["layer"] == layer], ["epoch", "nhsic_xz", "nhsic_yz"])
+    traj = traj.sort_values("epoch", kind="stable")
+    out: dict[str, object] = {**dict(zip(RUN_KEYS, key, strict=True)), "layer": layer}
+    out.update(tol=tol, tol_y=tol_y, n_epochs=len(traj))
+    if len(traj) < min_epochs:
+        out["holds"] = None
+        out["summary"] = (
+            f"{layer}: {len(traj)} recorded epoch(s), fewer than min_epochs={min_epochs}: not measured"
+        )
+        return out
+    epochs = traj["epoch"].to_numpy(dtype=float)
+    xz = traj["nhsic_xz"].to_numpy(dtype=float)
+    yz = traj["nhsic_yz"].to_numpy(dtype=float)
+    peak = int(np.argmax(xz))
+    max_yz = float(yz.max())
+    out.update(
+        first_epoch=int(epochs[0]),
+        final_epoch=int(epochs[-1]),
+        peak_epoch_xz=int(epochs[peak]),
+        peak_xz=float(xz[peak]),
+        final_xz=float(xz[-1]),
+        xz_drop=float(1.0 - xz[-1] / xz[peak]) if xz[peak] > 0 else math.nan,
+        max_yz=max_yz,
+        final_yz=float(yz[-1]),
+        yz_kept=float(yz[-1] / max_yz) if max_yz > 0 else math.nan,
+        fit_phase=bool(peak > 0),
+    )
+    peak_before_final = peak < len(xz) - 1
+    compressed = bool(xz[peak] > 0 and xz[-1] <= (1.0 - tol) * xz[peak])
+    kept = bool(max_yz > 0 and yz[-1] >= (1.0 - tol_y) * max_yz)
+    holds = peak_before_final and compressed and kept and (out["fit_phase"] or not require_fit)
+    out["holds"] = bool(holds)
+    where = "at initialization" if peak == 0 else f"at epoch {epochs[peak]:g}"
+    out["summary"] = (
+        f"{layer}: nHSIC(X;Z) peaks {where} ({_fmt(xz[peak], '.3g')}) and ends at "
+        f"{_fmt(xz[-1], '.3g')} at epoch {epochs[-1]:g} ({_fmt(100 * out['xz_drop'], '.0f')}% below "
+        f"peak; needs >= {100 * tol:.0f}%); nHSIC(Y;Z) ends at {_fmt(100 * out['yz_kept'], '.0f')}% of "
+        f"its max (needs >= {100 * (1 - tol_y):.0f}%)"
+    )
+    return out
+
+
+def fit_then_compress(
+    layers: pd.DataFrame,
+    *,
+    layer: str | None = None,
+    method: str = "e2e",
+    head: str | None = None,
+    run: str | None = None,
+    tol: float = 0.05,
+    tol_y: float = 0.10,
+    min_epochs: int = 3,
+    require_fit: bool = False,
+) -> dict[str, object]:
+    """Claim C3 on one run's layer: does nHSIC(X;Z) rise, then fall, while nHSIC(Y;Z) stays high?
+
+    ``layer`` defaults to the last block (the layer just before ``"logits"``): the last hidden
+    representation Z_L, which both methods train differently; pass ``layer="logits"`` for the output.
+    Rule: ``holds`` is True when the epoch of peak nHSIC(X;Z) comes before the final epoch, final
+    nHSIC(X;Z) <= (1 - tol) * peak, and final nHSIC(Y;Z) >= (1 - tol_y) * its maximum over epochs;
+    with ``require_fit`` the peak must also come after the first recorded epoch (a visible fitting
+    phase; ``fit_phase`` reports it either way). ``holds`` is None (not measured) with fewer than
+    ``min_epochs`` recorded epochs. The run is picked by ``method`` (and ``head``/``run`` when several
+    runs share the method). Returns the numbers behind the rule and a one-line ``summary``.
+    """
+    df = _check_table(layers, LAYER_REQUIRED, "layers")
+    tol = _check_fraction(tol, "tol")
+    tol_y = _check_fraction(tol_y, "tol_y")
+    min_epochs = _check_min_epochs(min_epochs)
+    key = _one_run(df, method, head, run, "layers")
+    run_df = _rows_of(df, key)
+    if layer is None:
+        layer = _last_block_name(run_df)
+        if layer is None:
+            raise ValueError(f"run {key[0]!r} has no block rows (only {LOGITS!r})")
+    elif layer not in set(run_df["layer"]):
+        raise ValueError(
+            f"layer={layer!r} not recorded for run {key[0]!r}; available: "
+            f"{list(dict.fromkeys(run_df.sort_values('layer_index')['layer']))}"
+        )
+    return _fit_compress_of(run_df, key, layer, tol, tol_y, min_epochs, require_fit)
+
+
+def _one_run(df: pd.DataFrame, method: str, head: object, run: object, name: str) -> tuple:
+    """The single run matching method/head/run, or ValueError naming what is available."""
+    found = _match(df, method, head, run)
+    if not found:
+        raise ValueError(
+            f"no run in {name} with method={method!r}, head={head!r}, run={run!r}; available "
+            f"(run, method, head): {_runs(df)}"
+        )
+    if len(found) > 1:
+        raise ValueError(
+            f"{len(found)} runs in {name} match method={method!r}, head={head!r}: {found}; "
+            "pass head= or run= to pick one"
+        )
+    return found[0]
+
+
+# ----------------------------------------------------------------------------------------------
+# depth profile (C1)
+# ----------------------------------------------------------------------------------------------
+
+
+def depth_profile(layers: pd.DataFrame, epoch: int | None = None) -> pd.DataFrame:
+    """Per run and layer, the layer's row at each run's last epoch (or at ``epoch``), depth ordered.
+
+    Keeps every column of the input and adds ``xz_over_first_block``: nHSIC(X;Z) of the layer divided
+    by that of the run's first block at the same epoch (the C1 depth decay; 1 at the first block).
+    With ``epoch`` given, runs that did not record it are left out; none recording it is an error.
+    """
+    df = _check_table(layers, LAYER_REQUIRED, "layers")
+    if epoch is not None:
+        if isinstance(epoch, bool) or not isinstance(epoch, int | np.integer) or epoch < 0:
+            raise ValueError(f"epoch must be None or an int >= 0, got {epoch!r}")
+        available = sorted(pd.unique(df["epoch"]).tolist())
+        df = df[df["epoch"] == epoch]
+        if df.empty:
+            raise ValueError(f"epoch={epoch} not recorded; available epochs: {available}")
+    parts = []
+    for key in _runs(df):
+        run_df = _rows_of(df, key)
+        at = run_df[run_df["epoch"] == run_df["epoch"].max()].sort_values("layer_index")
+        blocks = _blocks(at)
+        first = math.nan
+        if not blocks.empty:
+            first = float(blocks.loc[blocks["layer_index"].astype(float).idxmin(), "nhsic_xz"])
+        ratio = at["nhsic_xz"].astype(float) / first if first > 0 else math.nan
+        parts.append(at.assign(xz_over_first_block=ratio))
+    return pd.concat(parts, ignore_index=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# accuracy (C4)
+# ----------------------------------------------------------------------------------------------
+
+
+def accuracy_table(epochs: pd.DataFrame, layers: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per run: method, head, final and best test accuracy, final train accuracy, mean head accuracy.
+
+    ``final_*`` are read at the run's last recorded epoch, ``best_test_acc`` is the maximum over
+    epochs (``best_epoch`` the first epoch reaching it). ``mean_head_test_acc`` is the mean of the
+    blocks' auxiliary-head test accuracies (``head_test_acc`` of ``layers``) at the run's last epoch
+    in ``layers``; NaN without heads (E2E) or without ``layers``.
+    """
+    ep = _check_table(epochs, EPOCH_REQUIRED, "epochs")
+    lay = None
+    if layers is not None:
+        lay = _check_table(layers, (*RUN_KEYS, "epoch", "layer", "head_test_acc"), "layers")
+    rows = []
+    for key in _runs(ep):
+        run_ep = _rows_of(ep, key).sort_values("epoch", kind="stable")
+        test = pd.to_numeric(run_ep["test_acc"], errors="coerce")
+        final = run_ep.iloc[-1]
+        best_at = test.idxmax() if test.notna().any() else None
+        head_acc = math.nan
+        if lay is not None:
+            run_lay = _rows_of(lay, key)
+            if not run_lay.empty:
+                last = _blocks(run_lay[run_lay["epoch"] == run_lay["epoch"].max()])
+                values = pd.to_numeric(last["head_test_acc"], errors="coerce").dropna()
+                head_acc = float(values.mean()) if len(values) else math.nan
+        rows.append(
+            {
+                **dict(zip(RUN_KEYS, key, strict=True)),
+                "final_epoch": final["epoch"],
+                "final_test_acc": float(final["test_acc"]),
+                "best_test_acc": float(test.max()) if best_at is not None else math.nan,
+                "best_epoch": run_ep.loc[best_at, "epoch"] if best_at is not None else math.nan,
+                "final_train_acc": float(final["train_acc"]),
+                "mean_head_test_acc": head_acc,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------------------------
+# the claims table
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Part:
+    """One measured (or unmeasured) part of a claim: verdict in VERDICTS and its evidence text."""
+
+    verdict: str
+    evidence: str
+
+
+def _combine(parts: Sequence[_Part]) -> tuple[str, str, str]:
+    """Verdict, measured-ness and evidence of a claim from its parts.
+
+    Rule: "not measured" when no part was measured; otherwise "does not hold" when any measured
+    part does not hold, else "holds". ``measured`` is "fully", "partly" or "no".
+    """
+    measured = [p for p in parts if p.verdict != "not measured"]
+    if not measured:
+        verdict, how = "not measured", "no"
+    else:
+        verdict = (
+            "does not hold" if any(p.verdict == "does not hold" for p in measured) else "holds"
+        )
+        how = "fully" if len(measured) == len(parts) else "partly"
+    return verdict, how, "; ".join(p.evidence for p in parts)
+
+
+def _decide(ok: bool) -> str:
+    """The verdict of a measured rule."""
+    return "holds" if ok else "does not hold"
+
+
+@dataclass(frozen=True)
+class _Depth:
+    """C1 numbers of one run at its last epoch (NaN where not measurable)."""
+
+    ratio: float  # nHSIC(X;Z) last block / first block
+    excess_ratio: float  # the same on the excess over the permutation floor (NaN without floors)
+    epoch: float
+    below_floor: bool  # the last block's nHSIC(X;Z) is at or below its floor
+
+
+def _depth_ratio(run_df: pd.DataFrame) -> _Depth:
+    """The C1 depth ratios of one run at its last epoch."""
+    blocks = _finite(_blocks(run_df), ["epoch", "layer_index", "nhsic_xz"])
+    if blocks.empty:
+        return _Depth(math.nan, math.nan, math.nan, False)
+    at = blocks[blocks["epoch"] == blocks["epoch"].max()].sort_values("layer_index")
+    epoch = float(at["epoch"].iloc[0])
+    if len(at) < 2:
+        return _Depth(math.nan, math.nan, epoch, False)
+    xz = at["nhsic_xz"].to_numpy(dtype=float)
+    floor = np.full(len(at), math.nan)
+    if "floor_xz" in at.columns:
+        floor = pd.to_numeric(at["floor_xz"], errors="coerce").to_numpy(dtype=float)
+    excess = xz - floor
+    return _Depth(
+        ratio=xz[-1] / xz[0] if xz[0] > 0 else math.nan,
+        excess_ratio=excess[-1] / excess[0] if excess[0] > 0 else math.nan,
+        epoch=epoch,
+        below_floor=bool(math.isfinite(floor[-1]) and xz[-1] <= floor[-1]),
+    )
+
+
+def _claim_c1(
+    e2e: pd.DataFrame, base: pd.DataFrame, names: tuple[str, str], margin: float
+) -> _Part:
+    """C1 rule: at each run's last epoch, r = nHSIC(X;Z) last block / first block; holds when
+    r(layer-wise) < (1 - margin) * r(E2E). The same ratio on the excess over the permutation floor
+    (nHSIC(X;Z) - floor_xz) is reported alongside when floors exist, but does not decide."""
+    de, db = _depth_ratio(e2e), _depth_ratio(base)
+    if not (math.isfinite(de.ratio) and math.isfinite(db.ratio)):
+        return _Part("not measured", "needs nHSIC(X;Z) of >= 2 blocks with a positive first block")
+    text = (
+        f"nHSIC(X;Z) last/first block at the last epoch: {names[0]} {_fmt(de.ratio)} (epoch "
+        f"{de.epoch:g}), {names[1]} {_fmt(db.ratio)} (epoch {db.epoch:g}); rule: {names[1]} < "
+        f"{1 - margin:.2f} x {names[0]}"
+    )
+    if math.isfinite(de.excess_ratio) or math.isfinite(db.excess_ratio):
+        text += (
+            f"; above the permutation floor: {names[0]} {_fmt(de.excess_ratio)}, {names[1]} "
+            f"{_fmt(db.excess_ratio)}"
+        )
+    if db.below_floor:
+        text += f"; {names[1]}'s last block is at or below its permutation floor"
+    return _Part(_decide(db.ratio < (1.0 - margin) * de.ratio), text)
+
+
+def _claim_c2(
+    e2e: pd.DataFrame,
+    base: pd.DataFrame,
+    names: tuple[str, str],
+    num_classes: int,
+    margin: float,
+    min_epochs: int,
+) -> _Part:
+    """C2 rule: range across blocks of each statistic in SHAPE_STATS; E2E's range counts as larger
+    when > (1 + margin) x layer-wise's; holds when larger for a strict majority of the statistics
+    measured for both runs. Not measured with < 2 blocks or < min_epochs recorded epochs."""
+    spreads = []
+    for df in (e2e, base):
+        blocks = _finite(_blocks(df), ["epoch", "layer_index", "nhsic_xz", "nhsic_yz"])
+        n_epochs = blocks["epoch"].nunique()
+        if blocks["layer_index"].nunique() < 2 or n_epochs < min_epochs:
+            return _Part(
+                "not measured",
+                f"needs >= 2 blocks and >= {min_epochs} recorded epochs per run "
+                f"(trajectory shapes)",
+            )
+        spreads.append(shape_spread(trajectory_shapes(blocks, num_classes)).iloc[0])
+    wins, measured, bits = 0, 0, []
+    for stat in SHAPE_STATS:
+        a, b = float(spreads[0][f"spread_{stat}"]), float(spreads[1][f"spread_{stat}"])
+        bits.append(f"{_SHAPE_LABELS[stat]} {_fmt(a)} vs {_fmt(b)}")
+        if math.isfinite(a) and math.isfinite(b):
+            measured += 1
+            wins += int(a > (1.0 + margin) * b)
+    if measured == 0:
+        return _Part("not measured", "no trajectory-shape statistic measured for both runs")
+    text = (
+        f"range across blocks, {names[0]} vs {names[1]}: "
+        + ", ".join(bits)
+        + f"; {names[0]} larger (by > {100 * margin:.0f}%) on {wins} of {measured}; "
+        "rule: larger on a strict majority"
+    )
+    return _Part(_decide(2 * wins > measured), text)
+
+
+def _claim_c3(
+    e2e: pd.DataFrame,
+    base: pd.DataFrame,
+    keys: tuple[tuple, tuple],
+    names: tuple[str, str],
+    tol: float,
+    tol_y: float,
+    min_epochs: int,
+) -> _Part:
+    """C3 rule: :func:`fit_then_compress` on E2E's last block decides; layer-wise is reported only."""
+    layer = _last_block_name(e2e)
+    if layer is None:
+        return _Part("not measured", f"{names[0]} has no block rows")
+    res = _fit_compress_of(e2e, keys[0], layer, tol, tol_y, min_epochs, False)
+    if res["holds"] is None:
+        return _Part("not measured", f"{names[0]} {res['summary']}")
+    text = f"{names[0]} last block {res['summary']}"
+    base_layer = _last_block_name(base)
+    if base_layer is not None:
+        other = _fit_compress_of(base, keys[1], base_layer, tol, tol_y, min_epochs, False)
+        state = {None: "not measured", True: "holds", False: "does not hold"}[other["holds"]]
+        text += f"; for {names[1]}'s last block it {state}"
+    return _Part(_decide(bool(res["holds"])), text)
+
+
+def _final_test_acc(epochs: pd.DataFrame | None, key: tuple) -> float:
+    """Test accuracy at the run's last recorded epoch in the epochs table (NaN when absent)."""
+    if epochs is None:
+        return math.nan
+    run_ep = _rows_of(epochs, key)
+    if run_ep.empty:  # the tables may disagree on run ids: fall back to method + head
+        found = _match(epochs, key[1], key[2])
+        run_ep = _rows_of(epochs, found[0]) if len(found) == 1 else run_ep
+    run_ep = _finite(run_ep, ["epoch", "test_acc"])
+    if run_ep.empty:
+        return math.nan
+    return float(run_ep.sort_values("epoch", kind="stable")["test_acc"].iloc[-1])
+
+
+def _probe_profile(run_df: pd.DataFrame) -> tuple[pd.DataFrame, float]:
+    """Block probe test accuracies at the run's last probed epoch (sorted by depth), and the epoch."""
+    if "probe_test_acc" not in run_df.columns:
+        return run_df.iloc[0:0], math.nan
+    probed = _finite(_blocks(run_df), ["epoch", "layer_index", "probe_test_acc"])
+    if probed.empty:
+        return probed, math.nan
+    last = probed["epoch"].max()
+    return probed[probed["epoch"] == last].sort_values("layer_index"), float(last)
+
+
+def _claim_c4(
+    e2e: pd.DataFrame,
+    base: pd.DataFrame,
+    epochs: pd.DataFrame | None,
+    keys: tuple[tuple, tuple],
+    names: tuple[str, str],
+    acc_margin: float,
+) -> list[_Part]:
+    """C4 rules, two parts. Accuracy: final test accuracy E2E > layer-wise + acc_margin. Probes (at
+    each run's last probed epoch, same number of probed blocks): mean probe test accuracy over the
+    first half of the blocks (indices < n // 2, at least one) layer-wise >= E2E, and last block
+    E2E >= layer-wise; not measured without probe values for both runs."""
+    parts = []
+    ae, ab = _final_test_acc(epochs, keys[0]), _final_test_acc(epochs, keys[1])
+    if math.isfinite(ae) and math.isfinite(ab):
+        rule = f" + {acc_margin:.3f}" if acc_margin else ""
+        parts.append(
+            _Part(
+                _decide(ae > ab + acc_margin),
+                f"final test accuracy {names[0]} {ae:.3f}, {names[1]} {ab:.3f} "
+                f"(rule: {names[0]} > {names[1]}{rule})",
+            )
+        )
+    else:
+        parts.append(_Part("not measured", "final test accuracy: not recorded for both runs"))
+    (pe, ee), (pb, eb) = _probe_profile(e2e), _probe_profile(base)
+    if pe.empty or pb.empty or len(pe) != len(pb):
+        parts.append(
+            _Part("not measured", "linear probes: not measured (no probe values per block)")
+        )
+        return parts
+    n_early = max(1, len(pe) // 2)
+    early_e = float(pe["probe_test_acc"].iloc[:n_early].mean())
+    early_b = float(pb["probe_test_acc"].iloc[:n_early].mean())
+    last_e, last_b = float(pe["probe_test_acc"].iloc[-1]), float(pb["probe_test_acc"].iloc[-1])
+    ok = early_b >= early_e and last_e >= last_b
+    parts.append(
+        _Part(
+            _decide(ok),
+            f"probe test accuracy (epoch {ee:g} vs {eb:g}): first {n_early} block(s) {names[0]} "
+            f"{early_e:.3f}, {names[1]} {early_b:.3f} (rule: {names[1]} >=); last block "
+            f"{names[0]} {last_e:.3f}, {names[1]} {last_b:.3f} (rule: {names[0]} >=)",
+        )
+    )
+    return parts
+
+
+def _baselines(df: pd.DataFrame, baseline: object) -> list[tuple[str, object]]:
+    """(method, head) pairs to compare E2E with, from the ``baseline`` argument."""
+    if baseline == "each":
+        pairs = [(k[1], k[2]) for k in _runs(df) if k[1] != "e2e"]
+        return list(dict.fromkeys(pairs))
+    if (
+        not isinstance(baseline, tuple | list)
+        or len(baseline) != 2
+        or not isinstance(baseline[0], str)
+        or baseline[0] == "e2e"
+    ):
+        raise ValueError(
+            "baseline must be 'each' or a (method, head) pair with a non-e2e method, e.g. "
+            f"('layerwise', 'linear'); got {baseline!r}"
+        )
+    return [(baseline[0], baseline[1])]
+
+
+def claims_table(
+    layers: pd.DataFrame,
+    epochs: pd.DataFrame | None,
+    num_classes: int,
+    *,
+    scale: str,
+    baseline: tuple[str, str | None] | str = ("layerwise", "linear"),
+    margin: float = 0.05,
+    tol: float = 0.05,
+    tol_y: float = 0.10,
+    acc_margin: float = 0.0,
+    min_epochs: int = 3,
+) -> pd.DataFrame:
+    """The claims C1-C4 with their measured evidence and a plain verdict, comparing E2E to a baseline.
+
+    ``baseline`` is a (method, head) pair (head None = any single run of that method), or ``"each"``
+    for one block of rows per layer-wise variant present. Rules (every claim reads "not measured" when
+    a needed run, column or epoch is absent):
+    C1: at each run's last epoch, r = nHSIC(X;Z) last block / first block; holds if
+    r(baseline) < (1 - margin) r(E2E); the ratio of the excess over the permutation floor is shown, not
+    used.
+    C2: range across blocks of each SHAPE_STATS statistic (:func:`shape_spread`); holds if E2E's
+    range exceeds (1 + margin) x the baseline's for a strict majority of them (needs >= min_epochs).
+    C3: :func:`fit_then_compress` (tol, tol_y, min_epochs) on E2E's last block; the baseline's result
+    is reported in the evidence only.
+    C4: two parts, accuracy (final test accuracy E2E > baseline + acc_margin) and probes (first-half
+    blocks' mean probe test accuracy baseline >= E2E, and last block E2E >= baseline, at each run's
+    last probed epoch). A claim with several parts is "does not hold" if any measured part fails,
+    "holds" if every measured part holds, and ``measured`` says "fully", "partly" or "no".
+    Columns: claim, statement, evidence, verdict, measured, baseline, scale.
+    """
+    df = _check_table(layers, LAYER_REQUIRED, "layers")
+    ep = (
+        None
+        if epochs is None
+        else _check_table(epochs, ("run", "method", "head", "epoch", "test_acc"), "epochs")
+    )
+    num_classes = _check_num_classes(num_classes)
+    if not isinstance(scale, str):
+        raise ValueError(f"scale must be a str describing the run's scale, got {scale!r}")
+    margin = _check_fraction(margin, "margin")
+    tol = _check_fraction(tol, "tol")
+    tol_y = _check_fraction(tol_y, "tol_y")
+    acc_margin = _check_fraction(acc_margin, "acc_margin")
+    min_epochs = _check_min_epochs(min_epochs)
+    pairs = _baselines(df, baseline)
+    e2e_keys = _match(df, "e2e")
+    if len(e2e_keys) > 1:
+        raise ValueError(f"{len(e2e_keys)} E2E runs in layers: {e2e_keys}; pass one run per method")
+
+    rows = []
+    for method, head in pairs or [("layerwise", "linear")]:
+        base_keys = _match(df, method, head)
+        label = method if head is None else f"{method}/{head}"
+        if len(base_keys) > 1:
+            raise ValueError(
+                f"{len(base_keys)} runs in layers match baseline {label}: {base_keys}; "
+                "pass baseline=(method, head) naming one"
+            )
+        if not e2e_keys or not base_keys:
+            absent = "e2e" if not e2e_keys else label
+            why = f"no {absent} run in the tables (runs: {[_label(k) for k in _runs(df)]})"
+            claims = {c: [_Part("not measured", why)] for c in STATEMENTS}
+        else:
+            keys = (e2e_keys[0], base_keys[0])
+            names = (_label(keys[0]), _label(keys[1]))
+            e2e, base = _rows_of(df, keys[0]), _rows_of(df, keys[1])
+            claims = {
+                "C1": [_claim_c1(e2e, base, names, margin)],
+                "C2": [_claim_c2(e2e, base, names, num_classes, margin, min_epochs)],
+                "C3": [_claim_c3(e2e, base, keys, names, tol, tol_y, min_epochs)],
+                "C4": _claim_c4(e2e, base, ep, keys, names, acc_margin),
+            }
+            label = names[1]
+        for claim, parts in claims.items():
+            verdict, how, evidence = _combine(parts)
+            rows.append(
+                {
+                    "claim": claim,
+                    "statement": STATEMENTS[claim],
+                    "evidence": evidence,
+                    "verdict": verdict,
+                    "measured": how,
+                    "baseline": label,
+                    "scale": scale,
+                }
+            )
+    return pd.DataFrame(rows)
