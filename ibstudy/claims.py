@@ -16,11 +16,13 @@ argument with a documented default. Conventions shared by all functions:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+
+from ibstudy.tables import check_table as _check_table
 
 __all__ = [
     "VERDICTS",
@@ -60,20 +62,6 @@ STATEMENTS = {
 # ----------------------------------------------------------------------------------------------
 # validation and selection helpers
 # ----------------------------------------------------------------------------------------------
-
-
-def _check_table(table: object, required: Iterable[str], name: str) -> pd.DataFrame:
-    """Raise ValueError unless ``table`` is a non-empty DataFrame holding every required column."""
-    if not isinstance(table, pd.DataFrame):
-        raise ValueError(f"{name} must be a pandas DataFrame, got {type(table).__name__}")
-    missing = [c for c in required if c not in table.columns]
-    if missing:
-        raise ValueError(
-            f"{name} table lacks required column(s) {missing}; it has {list(table.columns)}"
-        )
-    if table.empty:
-        raise ValueError(f"{name} table is empty")
-    return table
 
 
 def _check_num_classes(num_classes: object) -> int:

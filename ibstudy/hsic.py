@@ -312,6 +312,15 @@ def _trace_product(ra: Tensor, rb: Tensor) -> float:
     return float(torch.vdot(ra.reshape(-1), rb.reshape(-1)))
 
 
+def _operator_pair(
+    a: Tensor, b: Tensor, kernel_a: str, kernel_b: str, sigma: float, eps: float
+) -> tuple[Tensor, Tensor]:
+    """Validate a pair of inputs and return their NOCCO operators (R_a, R_b)."""
+    _check_pair(a, b, kernel_a, kernel_b, sigma)
+    _check_positive("eps", eps)
+    return _operator(a, kernel_a, sigma, eps), _operator(b, kernel_b, sigma, eps)
+
+
 def nhsic(
     a: Tensor,
     b: Tensor,
@@ -322,10 +331,7 @@ def nhsic(
     eps: float = 1e-5,
 ) -> float:
     """Normalized HSIC (NOCCO) ``tr(R_a R_b)``; not bounded by 1 (nHSIC(Y;Y) is about C - 1)."""
-    _check_pair(a, b, kernel_a, kernel_b, sigma)
-    _check_positive("eps", eps)
-    ra = _operator(a, kernel_a, sigma, eps)
-    rb = _operator(b, kernel_b, sigma, eps)
+    ra, rb = _operator_pair(a, b, kernel_a, kernel_b, sigma, eps)
     return _trace_product(ra, rb)
 
 
@@ -339,10 +345,7 @@ def nhsic_cka(
     eps: float = 1e-5,
 ) -> float:
     """Our addition (not in the paper): ``tr(R_a R_b) / sqrt(tr(R_a^2) tr(R_b^2))`` in [0, 1]; 0 if constant."""
-    _check_pair(a, b, kernel_a, kernel_b, sigma)
-    _check_positive("eps", eps)
-    ra = _operator(a, kernel_a, sigma, eps)
-    rb = _operator(b, kernel_b, sigma, eps)
+    ra, rb = _operator_pair(a, b, kernel_a, kernel_b, sigma, eps)
     denom = math.sqrt(_trace_product(ra, ra) * _trace_product(rb, rb))
     if denom == 0.0:
         return 0.0

@@ -34,6 +34,8 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
+from ibstudy.tables import check_table as _check_table
+
 __all__ = [
     "Style",
     "StudyFigure",
@@ -129,20 +131,6 @@ class StudyFigure(Figure):
 # ----------------------------------------------------------------------------------------------
 # validation and table helpers
 # ----------------------------------------------------------------------------------------------
-
-
-def _check_table(table: object, required: Iterable[str], name: str) -> pd.DataFrame:
-    """Raise ValueError unless `table` is a non-empty DataFrame holding every required column."""
-    if not isinstance(table, pd.DataFrame):
-        raise ValueError(f"{name} must be a pandas DataFrame, got {type(table).__name__}")
-    missing = [c for c in required if c not in table.columns]
-    if missing:
-        raise ValueError(
-            f"{name} table lacks required column(s) {missing}; it has {list(table.columns)}"
-        )
-    if table.empty:
-        raise ValueError(f"{name} table is empty")
-    return table
 
 
 def _as_list(values: object) -> list:
