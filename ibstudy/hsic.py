@@ -11,7 +11,8 @@ Conventions (paper_spec section 3):
   Gram is ``L_ij = [y_i == y_j]``.
 - ``G = H K H`` is formed with row/column/grand means (O(m^2)), never with an explicit ``H``.
 - NOCCO operator ``R = G (G + eps m I)^-1 = I - eps m (G + eps m I)^-1`` through a Cholesky
-  factorization of the symmetric positive definite ``G + eps m I``; ``nHSIC(A;B) = tr(R_A R_B)``.
+  factorization of the symmetric positive definite ``G + eps m I``; ``nHSIC(A;B) = tr(R_A R_B)``,
+  which ``nhsic`` reads from the two factors with triangular solves, never forming either R.
 - Precision: the Gram's matmul runs in the input's floating dtype (float16/bfloat16 and integer inputs
   are promoted to float32); centring, factorization and trace run in float64.
 
@@ -307,6 +308,31 @@ def _operator(x: Tensor, kernel: str, sigma: float, eps: float) -> Tensor:
     return _nocco_inplace(center(gram(x, kernel, sigma)), eps)
 
 
+def _ridged_cholesky(x: Tensor, kernel: str, sigma: float, c: float) -> Tensor | None:
+    """Upper Cholesky factor U of ``G + c I`` (``U^T U``, float64) for a non-constant input."""
+    g = center(gram(x, kernel, sigma))
+    g.diagonal().add_(c)
+    return _cholesky(g)
+
+
+def _trace_from_factors(ua: Tensor, ub: Tensor, c: float) -> float:
+    """``tr(R_a R_b)`` from the factors of ``A = G_a + cI`` and ``B = G_b + cI``.
+
+    With ``R = I - c A^-1``: ``m - c tr(A^-1) - c tr(B^-1) + c^2 tr(A^-1 B^-1)``, where
+    ``tr(A^-1 B^-1) = ||U_b^-T U_a^-1||_F^2``: two triangular solves (3 m^3 flops) instead of two
+    explicit inverses (4 m^3).
+    """
+    m = ua.shape[0]
+    eye = torch.eye(m, dtype=torch.float64, device=ua.device)
+    va = torch.linalg.solve_triangular(ua, eye, upper=True)  # A^-1 = V_a V_a^T
+    w = torch.linalg.solve_triangular(ub.mT, torch.cat([va, eye], dim=1), upper=False)
+    sq = torch.linalg.vector_norm(w, dim=0).square_()
+    tr_ab = float(sq[:m].sum())
+    tr_b = float(sq[m:].sum())
+    tr_a = float(torch.linalg.vector_norm(va).square())
+    return m - c * tr_a - c * tr_b + c * c * tr_ab
+
+
 def _trace_product(ra: Tensor, rb: Tensor) -> float:
     """``tr(R_a R_b)`` for symmetric operators: the sum of the elementwise product (O(m^2))."""
     return float(torch.vdot(ra.reshape(-1), rb.reshape(-1)))
@@ -331,8 +357,18 @@ def nhsic(
     eps: float = 1e-5,
 ) -> float:
     """Normalized HSIC (NOCCO) ``tr(R_a R_b)``; not bounded by 1 (nHSIC(Y;Y) is about C - 1)."""
-    ra, rb = _operator_pair(a, b, kernel_a, kernel_b, sigma, eps)
-    return _trace_product(ra, rb)
+    _check_pair(a, b, kernel_a, kernel_b, sigma)
+    _check_positive("eps", eps)
+    if _is_constant(a) or _is_constant(b):
+        return 0.0
+    c = eps * a.shape[0]
+    ua = _ridged_cholesky(a, kernel_a, sigma, c)
+    ub = _ridged_cholesky(b, kernel_b, sigma, c) if ua is not None else None
+    if ua is None or ub is None:  # not positive definite (should not happen): eigenvalue route
+        return _trace_product(
+            _operator(a, kernel_a, sigma, eps), _operator(b, kernel_b, sigma, eps)
+        )
+    return _trace_from_factors(ua, ub, c)
 
 
 def nhsic_cka(
