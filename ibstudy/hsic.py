@@ -15,6 +15,8 @@ Conventions (paper_spec section 3):
   which ``nhsic`` reads from the two factors with triangular solves, never forming either R.
 - Precision: the Gram's matmul runs in the input's floating dtype (float16/bfloat16 and integer inputs
   are promoted to float32); centring, factorization and trace run in float64.
+- Device: the inputs' own (CPU or CUDA). MPS has no float64, so work on MPS tensors (and an
+  ``InfoPlane`` asked for ``device="mps"``) runs on the CPU.
 
 ``InfoPlane`` caches the X and Y sides per chunk and needs one Cholesky factorization and one
 triangular solve per layer. ``nhsic_cka`` and ``nhsic_approx`` are additions of this project, not in
@@ -123,6 +125,16 @@ def _features(x: Tensor) -> Tensor:
     return x
 
 
+def _compute_device(device: torch.device) -> torch.device:
+    """Where float64 work runs: ``device`` itself, or the CPU for MPS, which has no float64."""
+    return torch.device("cpu") if device.type == "mps" else device
+
+
+def _float64_ready(*xs: Tensor) -> tuple[Tensor, ...]:
+    """The tensors, moved to the CPU when they live on a device without float64 (MPS)."""
+    return tuple(x.to(_compute_device(x.device)) for x in xs)
+
+
 # ----------------------------------------------------------------------------------------------
 # kernels
 # ----------------------------------------------------------------------------------------------
@@ -188,7 +200,7 @@ def _median_sq_dist(d: Tensor) -> float:
 
 def gaussian_median(x: Tensor) -> Tensor:
     """Gaussian Gram ``exp(-||u-u'||^2 / (2 s^2))`` with ``s^2`` the median off-diagonal squared distance."""
-    f = _features(x)
+    (f,) = _float64_ready(_features(x))
     if f.shape[0] < 2:
         raise ValueError(f"x needs at least 2 samples for a median bandwidth, got m = {f.shape[0]}")
     d = _scaled_sq_dists(f)
@@ -224,6 +236,7 @@ def center(k: Tensor) -> Tensor:
     """Centred Gram ``H K H`` in float64 via row, column and grand means (O(m^2), no explicit H)."""
     if k.dim() != 2 or k.shape[0] != k.shape[1]:
         raise ValueError(f"k must be a square matrix, got shape {tuple(k.shape)}")
+    (k,) = _float64_ready(k)
     row = k.mean(dim=1, keepdim=True, dtype=torch.float64)
     col = k.mean(dim=0, keepdim=True, dtype=torch.float64)
     g = k - row  # promotes to a new float64 tensor: conversion and first pass in one
@@ -243,6 +256,7 @@ def hsic(
 ) -> float:
     """Biased HSIC estimator ``tr(K_a H K_b H) / (m-1)^2`` (Gretton et al. 2005)."""
     _check_pair(a, b, kernel_a, kernel_b, sigma)
+    a, b = _float64_ready(a, b)
     m = a.shape[0]
     ga = center(gram(a, kernel_a, sigma))
     kb = gram(b, kernel_b, sigma).to(torch.float64)
@@ -270,6 +284,7 @@ def nocco_operator(g: Tensor, eps: float = 1e-5) -> Tensor:
         raise ValueError(f"g must be a square matrix, got shape {tuple(g.shape)}")
     if g.shape[0] < MIN_SAMPLES:
         raise ValueError(f"g needs at least {MIN_SAMPLES} samples, got m = {g.shape[0]}")
+    (g,) = _float64_ready(g)
     return _nocco_inplace(g.to(torch.float64, copy=True), eps)
 
 
@@ -344,6 +359,7 @@ def _operator_pair(
     """Validate a pair of inputs and return their NOCCO operators (R_a, R_b)."""
     _check_pair(a, b, kernel_a, kernel_b, sigma)
     _check_positive("eps", eps)
+    a, b = _float64_ready(a, b)
     return _operator(a, kernel_a, sigma, eps), _operator(b, kernel_b, sigma, eps)
 
 
@@ -359,6 +375,7 @@ def nhsic(
     """Normalized HSIC (NOCCO) ``tr(R_a R_b)``; not bounded by 1 (nHSIC(Y;Y) is about C - 1)."""
     _check_pair(a, b, kernel_a, kernel_b, sigma)
     _check_positive("eps", eps)
+    a, b = _float64_ready(a, b)
     if _is_constant(a) or _is_constant(b):
         return 0.0
     c = eps * a.shape[0]
@@ -482,6 +499,7 @@ def nhsic_approx(
     if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
         raise ValueError(f"rank must be a positive integer, got {rank!r}")
     gen = torch.Generator().manual_seed(seed)
+    a, b = _float64_ready(a, b)
     fa = _lowrank_features(a, kernel_a, sigma, rank, method, gen)
     fb = _lowrank_features(b, kernel_b, sigma, rank, method, gen)
     c = eps * a.shape[0]
@@ -526,7 +544,8 @@ class InfoPlane:
     ``tr(R_X R_Z) = tr(R_X) - eps m ||U^-T S_X||_F^2`` (same for Y) from one triangular solve.
     This equals ``nhsic`` on the chunk to float64 rounding (about 1e-12 relative). With
     ``floor=True`` it also reports the permutation floor: nHSIC with the rows of Z shuffled (a fixed
-    permutation per chunk, seeded by ``seed + i``) against X and Y.
+    permutation per chunk, seeded by ``seed + i``) against X and Y. ``device`` (default: that of
+    ``x_eval``) holds the caches and does the work; ``"mps"`` means the CPU (MPS has no float64).
     """
 
     def __init__(
@@ -566,7 +585,7 @@ class InfoPlane:
             )
         if bool((y_eval < 0).any()):
             raise ValueError(f"y_eval labels must be >= 0, got min {int(y_eval.min())}")
-        self.device = torch.device(device) if device is not None else x_eval.device
+        self.device = _compute_device(torch.device(device) if device is not None else x_eval.device)
         self.chunk_size = chunk_size
         self.sigma = float(sigma)
         self.eps = float(eps)

@@ -377,6 +377,27 @@ def test_infoplane_eigenvalue_route_agrees(monkeypatch):
     assert fast["nhsic_xz"].min() == 0.0 and fast["nhsic_xz"].max() > 1.0  # "dead" and real
 
 
+def test_infoplane_on_mps_works_on_the_cpu():
+    # MPS has no float64: an evaluator asked for "mps" keeps its caches and works on the CPU, so a
+    # Mac's auto-selected device does not break the measurement (needs no MPS to check)
+    x, y, reps = _eval_set(64, "cpu")
+    ip = InfoPlane(x, y, chunk_size=32, device="mps")
+    assert ip.device == torch.device("cpu")
+    assert ip.chunk(0)[0].device.type == "cpu"
+    pd.testing.assert_frame_equal(ip.measure(reps), InfoPlane(x, y, chunk_size=32).measure(reps))
+
+
+@pytest.mark.skipif(
+    not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()), reason="no MPS"
+)
+def test_nhsic_of_mps_tensors_equals_cpu():
+    a, b = _pair(40, (2, 3, 3), seed=41)
+    a32, b32 = a.float(), b.float()
+    expected = nhsic(a32, b32)
+    assert nhsic(a32.to("mps"), b32.to("mps")) == pytest.approx(expected, rel=1e-6)
+    assert hsic(a32.to("mps"), b32.to("mps")) == pytest.approx(hsic(a32, b32), rel=1e-6)
+
+
 def test_infoplane_floor_is_nhsic_of_shuffled_rows():
     n, m = 128, 64
     x, y, reps = _eval_set(n, "cpu")
