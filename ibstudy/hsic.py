@@ -237,10 +237,10 @@ def center(k: Tensor) -> Tensor:
     if k.dim() != 2 or k.shape[0] != k.shape[1]:
         raise ValueError(f"k must be a square matrix, got shape {tuple(k.shape)}")
     (k,) = _float64_ready(k)
-    row = k.mean(dim=1, keepdim=True, dtype=torch.float64)
-    col = k.mean(dim=0, keepdim=True, dtype=torch.float64)
-    g = k - row  # promotes to a new float64 tensor: conversion and first pass in one
-    return g.sub_(col.sub_(row.mean()))
+    g = k.to(torch.float64, copy=True)  # then float64 only: mixed-dtype broadcasts are slow here
+    row = g.mean(dim=1, keepdim=True)
+    col = g.mean(dim=0, keepdim=True)
+    return g.sub_(row).sub_(col.sub_(row.mean()))
 
 
 # ----------------------------------------------------------------------------------------------
