@@ -5,7 +5,7 @@ Usage: ``python benchmarks/bench_hsic.py [--device cpu|cuda] [--quick] [--repeat
 Every ratio is measured side by side in one run, on the same inputs and device:
 
 1. ours vs the *naive* form of the paper's public code: ``m x m x d`` broadcast distances, explicit
-   centring matrix ``H``, float32 ``torch.inverse`` (the defects of paper_spec section 10, except that
+   centring matrix ``H``, float32 ``torch.inverse`` (the defects of docs/method.md §11, except that
    the distance is squared here so that both forms compute the same quantity);
 2. ours vs the fastest *peer* form (HSIC-bottleneck style): norm-trick distances in float32, ``K @ H``
    products, float32 ``torch.inverse`` of the non-symmetric ``K H + eps m I``; relative errors of both

@@ -1,12 +1,129 @@
-"""Command line: ``python -m ibstudy run ...`` (notebooks via papermill) and ``... train ...``."""
+"""Command line: ``python -m ibstudy run | train | measure``.
+
+- ``run``: execute notebooks headlessly with papermill (``make study``);
+- ``train``: train one run and record the plane every epoch (every TrainConfig field is an option);
+- ``measure``: re-measure a stored run under another estimator (docs/method.md §10), no retraining.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
+from typing import Any
 
+from ibstudy.config import ESTIMATORS, PRESETS, MeasureConfig, TrainConfig
 from ibstudy.run import add_run_parser
-from ibstudy.training import add_train_parser
+
+
+def _parse_bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes"):
+        return True
+    if text.lower() in ("0", "false", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _parse_ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers such as 5,10, got {text!r}"
+        ) from None
+
+
+def _add_field_options(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...]) -> None:
+    """One ``--field-name`` option per dataclass field of ``cls`` (default None = keep)."""
+    defaults = cls()
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        opt = "--" + f.name.replace("_", "-")
+        default = getattr(defaults, f.name)
+        if isinstance(default, bool):
+            parser.add_argument(opt, type=_parse_bool, default=None, metavar="true|false")
+        elif isinstance(default, tuple):
+            parser.add_argument(opt, type=_parse_ints, default=None, metavar="N,N,...")
+        elif f.name == "train_size":
+            parser.add_argument(opt, type=int, default=None)
+        else:
+            parser.add_argument(opt, type=type(default), default=None)
+
+
+def add_train_parser(subparsers: Any) -> None:
+    """Add the ``train`` sub-command (every TrainConfig field is an option) to ``subparsers``."""
+    parser = subparsers.add_parser(
+        "train",
+        help="train one model E2E or layer-wise and record the information plane",
+        description="Train one run; metrics go to <results-dir>/<run-name>/ (epochs.csv, layers.csv), "
+        "model weights to its weights/ folder.",
+    )
+    parser.add_argument("--preset", choices=PRESETS, default="quick", help="base settings")
+    parser.add_argument("--resume", action="store_true", help="continue (or reuse) a stored run")
+    parser.add_argument("--overwrite", action="store_true", help="replace a stored run")
+    _add_field_options(parser, TrainConfig, ())
+    parser.set_defaults(func=_train_main)
+
+
+def _train_main(args: argparse.Namespace) -> int:
+    from ibstudy.training import TrainingDiverged, train
+
+    names = [f.name for f in dataclasses.fields(TrainConfig)]
+    overrides = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
+    try:
+        cfg = TrainConfig.preset(args.preset, **overrides)
+        run = train(cfg, resume=args.resume, overwrite=args.overwrite)
+    except (ValueError, TrainingDiverged) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    last = run.epochs.iloc[-1]
+    print(f"run {cfg.run_id()} -> {run.path}: test_acc {last['test_acc']:.4f}")
+    return 0
+
+
+def add_measure_parser(subparsers: Any) -> None:
+    """Add the ``measure`` sub-command: re-measure a stored run under another estimator."""
+    parser = subparsers.add_parser(
+        "measure",
+        help="re-measure a stored run's plane under another estimator (no retraining)",
+        description="Reload a run's stored weights and measure every layer; the table is cached in "
+        "RUN_DIR/measures/<measure_id>.csv and its path printed. Unset options keep the run's own "
+        f"estimator (estimators: {list(ESTIMATORS)}).",
+    )
+    parser.add_argument("run_dir", help="a run folder written by `train` (holds config.json)")
+    parser.add_argument(
+        "--epochs", type=_parse_ints, default=None, metavar="N,N,...",
+        help="epochs to measure (default: every epoch with stored weights)",
+    )  # fmt: skip
+    parser.add_argument("--device", default="cpu", help="auto | cpu | cuda[:k] | mps (default cpu)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_field_options(parser, MeasureConfig, ())
+    parser.set_defaults(func=_measure_main)
+
+
+def _measure_main(args: argparse.Namespace) -> int:
+    from ibstudy.measure import cache_path, measure
+    from ibstudy.store import Run
+
+    try:
+        run = Run.load(args.run_dir)
+        own = run.config.measure_config().to_dict()
+        given = {
+            f.name: getattr(args, f.name)
+            for f in dataclasses.fields(MeasureConfig)
+            if getattr(args, f.name) is not None
+        }
+        mcfg = MeasureConfig.from_dict({**own, **given})
+        table = measure(run, mcfg, args.epochs, device=args.device, progress=not args.no_progress)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    last = table[table["epoch"] == table["epoch"].max()]
+    print(f"measured {table['epoch'].nunique()} epoch(s) of {run.path} -> {cache_path(run, mcfg)}")
+    cols = ["epoch", "layer", "nhsic_xz", "nhsic_yz", "floor_xz", "floor_yz"]
+    print(last[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -18,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     add_run_parser(sub)
     add_train_parser(sub)
+    add_measure_parser(sub)
     args = parser.parse_args(argv)
     return int(args.func(args))
 

@@ -1,4 +1,4 @@
-"""The evidence behind the paper's claims C1-C4 (paper_spec section 1), computed from the tidy tables.
+"""The evidence behind the paper's claims C1-C4 (docs/method.md §1), computed from the tidy tables.
 
 Pure functions, pandas in and pandas (or a dict) out; nothing is trained or plotted here. Every verdict
 rule is spelled out in the docstring of the function that applies it, and every threshold is a keyword
@@ -10,7 +10,7 @@ argument with a documented default. Conventions shared by all functions:
 - The *last epoch* of a run is the largest ``epoch`` it recorded (runs may differ: sequential
   layer-wise training records one stage per block).
 - Rows with a non-finite nHSIC value are ignored.
-- nHSIC values are compared only within one table, i.e. at equal m and C (paper_spec section 3).
+- nHSIC values are compared only within one table, i.e. at equal m and C (docs/method.md §3).
 """
 
 from __future__ import annotations
@@ -22,7 +22,13 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from ibstudy.tables import LOGITS, RUN_KEYS, check_one_estimator, num_classes_of
+from ibstudy.tables import blocks as _blocks
 from ibstudy.tables import check_table as _check_table
+from ibstudy.tables import finite as _finite
+from ibstudy.tables import match_runs as _match
+from ibstudy.tables import rows_of as _rows_of
+from ibstudy.tables import run_keys as _runs
 
 __all__ = [
     "VERDICTS",
@@ -35,8 +41,6 @@ __all__ = [
     "accuracy_table",
 ]
 
-LOGITS = "logits"
-RUN_KEYS = ("run", "method", "head")
 LAYER_REQUIRED = ("run", "method", "head", "epoch", "layer", "layer_index", "nhsic_xz", "nhsic_yz")
 EPOCH_REQUIRED = ("run", "method", "head", "epoch", "train_acc", "test_acc")
 VERDICTS = ("holds", "does not hold", "not measured")
@@ -64,15 +68,6 @@ STATEMENTS = {
 # ----------------------------------------------------------------------------------------------
 
 
-def _check_num_classes(num_classes: object) -> int:
-    """``num_classes`` as an int >= 2, or ValueError."""
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int | np.integer):
-        raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
-    if num_classes < 2:
-        raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
-    return int(num_classes)
-
-
 def _check_fraction(value: object, name: str) -> float:
     """``value`` as a float in [0, 1), or ValueError."""
     if isinstance(value, bool) or not isinstance(value, int | float | np.floating | np.integer):
@@ -87,51 +82,6 @@ def _check_min_epochs(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 2:
         raise ValueError(f"min_epochs must be an int >= 2, got {value!r}")
     return int(value)
-
-
-def _finite(df: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
-    """Rows whose ``columns`` are all finite numbers."""
-    values = df[list(columns)].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
-    return df[np.isfinite(values).all(axis=1)]
-
-
-def _runs(df: pd.DataFrame) -> list[tuple[object, object, object]]:
-    """The (run, method, head) triples of a table, in order of first appearance."""
-    keys = df[list(RUN_KEYS)].drop_duplicates()
-    return [tuple(k) for k in keys.itertuples(index=False, name=None)]
-
-
-def _same(a: object, b: object) -> bool:
-    """Equality that treats two missing values as equal."""
-    if pd.isna(a) and pd.isna(b):
-        return True
-    return bool(a == b)
-
-
-def _match(df: pd.DataFrame, method: str, head: object = None, run: object = None) -> list[tuple]:
-    """The (run, method, head) triples of ``df`` matching ``method`` and, when given, ``head``/``run``."""
-    found = []
-    for key in _runs(df):
-        if key[1] != method:
-            continue
-        if head is not None and not _same(key[2], head):
-            continue
-        if run is not None and key[0] != run:
-            continue
-        found.append(key)
-    return found
-
-
-def _rows_of(df: pd.DataFrame, key: tuple) -> pd.DataFrame:
-    """Rows of one run (matched on run, method and head)."""
-    mask = (df["run"] == key[0]) & (df["method"] == key[1])
-    mask &= df["head"].isna() if pd.isna(key[2]) else df["head"] == key[2]
-    return df[mask]
-
-
-def _blocks(df: pd.DataFrame) -> pd.DataFrame:
-    """Rows of the blocks (every layer but the logits)."""
-    return df[df["layer"] != LOGITS]
 
 
 def _label(key: tuple) -> str:
@@ -179,7 +129,7 @@ def _shape_of(traj: pd.DataFrame, num_classes: int) -> dict[str, float]:
     }
 
 
-def trajectory_shapes(layers: pd.DataFrame, num_classes: int) -> pd.DataFrame:
+def trajectory_shapes(layers: pd.DataFrame, num_classes: int | None = None) -> pd.DataFrame:
     """Per run and layer, the shape of its information-plane trajectory over the recorded epochs.
 
     Columns (one row per run x layer, logits included, in depth order):
@@ -190,9 +140,10 @@ def trajectory_shapes(layers: pd.DataFrame, num_classes: int) -> pd.DataFrame:
     ``final_yz_norm`` final nHSIC(Y;Z) / (C - 1) (nHSIC(Y;Y) ~ C - 1, so ~1 = labels fully captured);
     ``final_xz_over_floor`` final nHSIC(X;Z) / final ``floor_xz`` (NaN without a positive floor;
     <= 1 means no input dependence detectable). See :func:`shape_spread` for the spread across layers.
+    ``num_classes=None`` reads it from the table's ``num_classes`` column.
     """
-    df = _check_table(layers, LAYER_REQUIRED, "layers")
-    num_classes = _check_num_classes(num_classes)
+    df = check_one_estimator(_check_table(layers, LAYER_REQUIRED, "layers"))
+    num_classes = num_classes_of(df, num_classes)
     df = _finite(df, ["epoch", "layer_index", "nhsic_xz", "nhsic_yz"])
     if df.empty:
         raise ValueError("layers table has no row with finite epoch, nhsic_xz and nhsic_yz")
@@ -370,7 +321,7 @@ def depth_profile(layers: pd.DataFrame, epoch: int | None = None) -> pd.DataFram
     by that of the run's first block at the same epoch (the C1 depth decay; 1 at the first block).
     With ``epoch`` given, runs that did not record it are left out; none recording it is an error.
     """
-    df = _check_table(layers, LAYER_REQUIRED, "layers")
+    df = check_one_estimator(_check_table(layers, LAYER_REQUIRED, "layers"))
     if epoch is not None:
         if isinstance(epoch, bool) or not isinstance(epoch, int | np.integer) or epoch < 0:
             raise ValueError(f"epoch must be None or an int >= 0, got {epoch!r}")
@@ -684,7 +635,7 @@ def _baselines(df: pd.DataFrame, baseline: object) -> list[tuple[str, object]]:
 def claims_table(
     layers: pd.DataFrame,
     epochs: pd.DataFrame | None,
-    num_classes: int,
+    num_classes: int | None = None,
     *,
     scale: str,
     baseline: tuple[str, str | None] | str = ("layerwise", "linear"),
@@ -710,15 +661,17 @@ def claims_table(
     blocks' mean probe test accuracy baseline >= E2E, and last block E2E >= baseline, at each run's
     last probed epoch). A claim with several parts is "does not hold" if any measured part fails,
     "holds" if every measured part holds, and ``measured`` says "fully", "partly" or "no".
+    ``layers`` may be any measurement table of one estimator (:func:`ibstudy.measure.measure`); a
+    table mixing estimators is refused, and ``num_classes=None`` reads the table's own column.
     Columns: claim, statement, evidence, verdict, measured, baseline, scale.
     """
-    df = _check_table(layers, LAYER_REQUIRED, "layers")
+    df = check_one_estimator(_check_table(layers, LAYER_REQUIRED, "layers"))
     ep = (
         None
         if epochs is None
         else _check_table(epochs, ("run", "method", "head", "epoch", "test_acc"), "epochs")
     )
-    num_classes = _check_num_classes(num_classes)
+    num_classes = num_classes_of(df, num_classes)
     if not isinstance(scale, str):
         raise ValueError(f"scale must be a str describing the run's scale, got {scale!r}")
     margin = _check_fraction(margin, "margin")

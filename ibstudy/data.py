@@ -2,7 +2,7 @@
 
 Every image dataset is returned as an :class:`ImageDataset` of ``(image_tensor, int_label)`` pairs that
 exposes ``num_classes``, ``in_channels`` and ``image_size``. Digit images are padded to 32x32 so that
-LeNet5's flattened size is 400 for every dataset (paper_spec section 6).
+LeNet5's flattened size is 400 for every dataset (docs/method.md §6).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ class DatasetInfo:
     test_size: int
 
 
-# Normalization: paper_spec section 8 for MNIST/CIFAR. [ours] Fashion-MNIST uses its usual constants;
+# Normalization: docs/method.md §8 for MNIST/CIFAR. [ours] Fashion-MNIST uses its usual constants;
 # mnist5k uses constants measured on its own 4,000-image training split after padding to 32x32.
 INFO: dict[str, DatasetInfo] = {
     "mnist5k": DatasetInfo(10, 1, 32, (0.10071,), (0.27586,), "", 4000, 1000),
@@ -77,7 +77,7 @@ class DatasetNotFoundError(FileNotFoundError):
 
 
 # --------------------------------------------------------------------------------------------------
-# Toy data (paper_spec section 5)
+# Toy data (docs/method.md §5)
 # --------------------------------------------------------------------------------------------------
 
 
@@ -181,7 +181,7 @@ class ImageDataset(Dataset):
 
 
 def _augmentation(name: str) -> Callable[[Tensor], Tensor]:
-    """Horizontal flips for CIFAR (paper_spec section 8); [ours] +-2 px translations for digits."""
+    """Horizontal flips for CIFAR (docs/method.md §8); [ours] +-2 px translations for digits."""
     if name.startswith("cifar"):
         return T.RandomHorizontalFlip()
     info = INFO[name]

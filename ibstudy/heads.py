@@ -1,4 +1,4 @@
-"""Auxiliary heads for layer-wise training (paper_spec section 7) and the shared feature pooling.
+"""Auxiliary heads for layer-wise training (docs/method.md §7) and the shared feature pooling.
 
 A block output (N, C, H, W) is average-pooled to the largest s x s grid (s <= min(H, W)) with
 C*s*s <= ``max_features`` and flattened; a flat (N, F) output passes through unchanged. The same

@@ -1,6 +1,6 @@
 """Kernels, HSIC and the normalized HSIC (NOCCO) estimator, plus a cached information-plane evaluator.
 
-Conventions (paper_spec section 3):
+Conventions (docs/method.md §3):
 
 - Inputs are tensors of shape ``(m, ...)``; trailing dimensions are flattened to ``d`` features.
 - Gaussian kernel ``k(u, u') = exp(-||u - u'||^2 / (2 sigma^2 d))`` (sigma = 5 by default). Squared
@@ -50,6 +50,8 @@ __all__ = [
 
 KERNELS: tuple[str, ...] = ("gaussian", "gaussian_median", "linear")
 APPROX_METHODS: tuple[str, ...] = ("nystrom", "rff")
+BANDWIDTHS: tuple[str, ...] = ("fixed", "median")  # InfoPlane: sigma * sqrt(d), or median heuristic
+PLANE_ESTIMATORS: tuple[str, ...] = ("nhsic", "nhsic_cka")
 MIN_SAMPLES = 4
 _CHOLESKY_JITTERS: tuple[float, ...] = (0.0, 1e-12, 1e-10, 1e-8, 1e-6)
 
@@ -517,16 +519,21 @@ def nhsic_approx(
     return float(cross.square().sum())
 
 
-def _sqrt_factor(x: Tensor, kernel: str, sigma: float, eps: float) -> tuple[Tensor, float]:
-    """``(S, tr R)`` with ``R = S S^T`` (eigendecomposition of the centred Gram, float64)."""
+def _sqrt_factor(
+    x: Tensor, kernel: str, sigma: float, eps: float, *, with_norm: bool = False
+) -> tuple[Tensor, float] | tuple[Tensor, float, float]:
+    """``(S, tr R[, tr R^2])`` with ``R = S S^T`` (eigendecomposition of the centred Gram, float64)."""
     m = x.shape[0]
     if _is_constant(x):
-        return torch.zeros(m, 0, dtype=torch.float64, device=x.device), 0.0
+        empty = torch.zeros(m, 0, dtype=torch.float64, device=x.device)
+        return (empty, 0.0, 0.0) if with_norm else (empty, 0.0)
     lam, vec = torch.linalg.eigh(center(gram(x, kernel, sigma)))
     tol = m * torch.finfo(torch.float64).eps * float(lam[-1])
     keep = lam > tol
     lam, vec = lam[keep], vec[:, keep]
     w = lam / (lam + eps * m)
+    if with_norm:
+        return vec * w.sqrt(), float(w.sum()), float(w.square().sum())
     return vec * w.sqrt(), float(w.sum())
 
 
@@ -536,16 +543,20 @@ def _sqrt_factor(x: Tensor, kernel: str, sigma: float, eps: float) -> tuple[Tens
 class InfoPlane:
     """nHSIC(X;Z) and nHSIC(Y;Z) per layer on a fixed evaluation set split in chunks of m samples.
 
-    X uses the Gaussian kernel (sigma * sqrt(d) bandwidth), Y the linear kernel on one-hot labels.
-    The X and Y sides are factorized once per chunk in ``__init__``: ``R = S S^T`` from the
-    eigendecomposition of the centred Gram (directions with eigenvalue below the float64 rank
-    tolerance ``m * 2.2e-16 * lambda_max`` are dropped as numerically zero), so that a measurement
-    only factorizes ``G_Z + eps m I = U^T U`` (Cholesky) and reads
+    X and Z use the Gaussian kernel with ``bandwidth="fixed"`` (sigma * sqrt(d), the paper's) or
+    ``"median"`` (median heuristic per chunk); Y the linear kernel on one-hot labels
+    (docs/method.md §3). The X and Y sides are factorized once per chunk in ``__init__``:
+    ``R = S S^T`` from the eigendecomposition of the centred Gram (directions with eigenvalue below
+    the float64 rank tolerance ``m * 2.2e-16 * lambda_max`` are dropped as numerically zero), so that a
+    measurement only factorizes ``G_Z + eps m I = U^T U`` (Cholesky) and reads
     ``tr(R_X R_Z) = tr(R_X) - eps m ||U^-T S_X||_F^2`` (same for Y) from one triangular solve.
-    This equals ``nhsic`` on the chunk to float64 rounding (about 1e-12 relative). With
-    ``floor=True`` it also reports the permutation floor: nHSIC with the rows of Z shuffled (a fixed
-    permutation per chunk, seeded by ``seed + i``) against X and Y. ``device`` (default: that of
-    ``x_eval``) holds the caches and does the work; ``"mps"`` means the CPU (MPS has no float64).
+    This equals ``nhsic`` on the chunk to float64 rounding (about 1e-12 relative);
+    ``estimator="nhsic_cka"`` divides by ``sqrt(tr(R_X^2) tr(R_Z^2))`` (equals ``nhsic_cka``).
+    The permutation floor (``floor_perms`` = k > 0, or ``floor=True`` for k = 1) is the same estimator
+    with the rows of Z shuffled: k fixed permutations per chunk, drawn from a generator seeded by
+    ``seed + i``; replicate j averages permutation j over the chunks, and the floor's mean and std
+    (ddof=1) are taken over the k replicates. ``device`` (default: that of ``x_eval``) holds the
+    caches and does the work; ``"mps"`` means the CPU (MPS has no float64).
     """
 
     def __init__(
@@ -559,6 +570,9 @@ class InfoPlane:
         device: str | torch.device | None = None,
         floor: bool = False,
         seed: int = 0,
+        floor_perms: int | None = None,
+        bandwidth: str = "fixed",
+        estimator: str = "nhsic",
     ) -> None:
         if isinstance(chunk_size, bool) or not isinstance(chunk_size, int):
             raise ValueError(f"chunk_size must be an integer, got {chunk_size!r}")
@@ -566,6 +580,16 @@ class InfoPlane:
             raise ValueError(f"chunk_size must be >= {MIN_SAMPLES}, got {chunk_size}")
         _check_positive("sigma", sigma)
         _check_positive("eps", eps)
+        if bandwidth not in BANDWIDTHS:
+            raise ValueError(f"bandwidth must be one of {list(BANDWIDTHS)}, got {bandwidth!r}")
+        if estimator not in PLANE_ESTIMATORS:
+            raise ValueError(
+                f"estimator must be one of {list(PLANE_ESTIMATORS)}, got {estimator!r}"
+            )
+        if floor_perms is None:
+            floor_perms = 1 if floor else 0
+        if isinstance(floor_perms, bool) or not isinstance(floor_perms, int) or floor_perms < 0:
+            raise ValueError(f"floor_perms must be an integer >= 0, got {floor_perms!r}")
         _check_tensor("x_eval", x_eval, min_samples=MIN_SAMPLES)
         if not isinstance(y_eval, Tensor) or y_eval.dim() != 1 or not _is_integer(y_eval):
             desc = (
@@ -589,27 +613,35 @@ class InfoPlane:
         self.chunk_size = chunk_size
         self.sigma = float(sigma)
         self.eps = float(eps)
-        self.floor = bool(floor)
+        self.floor_perms = floor_perms
+        self.floor = floor_perms > 0
+        self.bandwidth = bandwidth
+        self.estimator = estimator
+        self.kernel = "gaussian" if bandwidth == "fixed" else "gaussian_median"
         self.num_chunks = n // chunk_size
         self._x = x_eval.to(self.device)
         self._y = y_eval.to(self.device)
         self.seed = int(seed)
-        # per chunk: S = [S_X | S_Y (| S_X, S_Y with rows permuted)], the column counts, the traces
+        # per chunk: S = [S_X | S_Y (| S_X, S_Y with rows permuted, per permutation)], the column
+        # counts, the traces tr(R) and (for CKA) the squared norms tr(R^2) of every cached block
         self._factors: list[Tensor] = []
         self._widths: list[list[int]] = []
         self._blocks: list[Tensor] = []  # (columns x blocks) 0/1: sums columns per block
         self._traces: list[Tensor] = []
+        self._sq_norms: list[tuple[float, float]] = []
         for i in range(self.num_chunks):
             xi, yi = self.chunk(i)
-            blocks = [
-                _sqrt_factor(xi, "gaussian", self.sigma, self.eps),
-                _sqrt_factor(yi, "linear", self.sigma, self.eps),
-            ]
+            sx, tx, nx = _sqrt_factor(xi, self.kernel, self.sigma, self.eps, with_norm=True)
+            sy, ty, ny = _sqrt_factor(yi, "linear", self.sigma, self.eps, with_norm=True)
+            blocks = [(sx, tx), (sy, ty)]
+            self._sq_norms.append((nx, ny))
             if self.floor:
                 # rows of Z shuffled by perm: R_Z -> P R_Z P^T, so tr(R_X P R_Z P^T) uses S_X[inv]
                 gen = torch.Generator().manual_seed(self.seed + i)
-                inv = torch.argsort(torch.randperm(chunk_size, generator=gen)).to(self.device)
-                blocks += [(f[inv], t) for f, t in blocks]
+                for _ in range(floor_perms):
+                    perm = torch.randperm(chunk_size, generator=gen)
+                    inv = torch.argsort(perm).to(self.device)
+                    blocks += [(sx[inv], tx), (sy[inv], ty)]
             factor = torch.cat([f for f, _ in blocks], dim=1)
             self._factors.append(factor.mT.contiguous().mT)  # column-major, as LAPACK wants it
             self._widths.append([f.shape[1] for f, _ in blocks])
@@ -618,6 +650,15 @@ class InfoPlane:
                 torch.nn.functional.one_hot(owner, len(blocks)).to(torch.float64).to(self.device)
             )
             self._traces.append(torch.tensor([t for _, t in blocks], dtype=torch.float64))
+
+    def keys(self) -> list[str]:
+        """The keys of one layer's result in :meth:`measure_chunk`."""
+        keys = ["nhsic_xz", "nhsic_yz"]
+        if self.floor:
+            keys += ["floor_xz", "floor_yz"]
+            for j in range(self.floor_perms):
+                keys += [f"floor_xz/{j}", f"floor_yz/{j}"]
+        return keys
 
     def chunk(self, i: int) -> tuple[Tensor, Tensor]:
         """The i-th chunk's (x, y) on ``self.device``: what a trainer feeds the model for chunk i."""
@@ -629,7 +670,8 @@ class InfoPlane:
         return self._x[sl], self._y[sl]
 
     def measure_chunk(self, i: int, reps: Mapping[str, Tensor]) -> dict[str, dict[str, float]]:
-        """Per layer ``{"nhsic_xz", "nhsic_yz"[, "floor_xz", "floor_yz"]}`` for chunk i (pure)."""
+        """Per layer ``{"nhsic_xz", "nhsic_yz"[, "floor_xz", "floor_yz", "floor_xz/j", ...]}`` for
+        chunk i (pure); ``floor_*`` is the mean over the chunk's permutations, ``floor_*/j`` each one."""
         self.chunk(i)  # validates i
         for name, z in reps.items():
             if not isinstance(z, Tensor) or z.dim() == 0 or z.shape[0] != self.chunk_size:
@@ -637,38 +679,70 @@ class InfoPlane:
                 raise ValueError(
                     f"layer {name!r}: expected a tensor with {self.chunk_size} rows, got {shape}"
                 )
-        keys = ["nhsic_xz", "nhsic_yz"] + (["floor_xz", "floor_yz"] if self.floor else [])
         out: dict[str, dict[str, float]] = {}
         for name, z in reps.items():
             z = z.detach().to(self.device)
             if not _all_finite(z):
                 raise ValueError(f"layer {name!r} contains NaN or Inf values (chunk {i})")
             values = self._traces_against(i, z)
-            out[name] = dict(zip(keys, values, strict=True))
+            res = {"nhsic_xz": values[0], "nhsic_yz": values[1]}
+            if self.floor:
+                fx, fy = values[2::2], values[3::2]
+                res["floor_xz"] = sum(fx) / len(fx)
+                res["floor_yz"] = sum(fy) / len(fy)
+                for j in range(self.floor_perms):
+                    res[f"floor_xz/{j}"] = fx[j]
+                    res[f"floor_yz/{j}"] = fy[j]
+            out[name] = res
         return out
 
     def _traces_against(self, i: int, z: Tensor) -> list[float]:
-        """``tr(R_k R_Z)`` for every cached block k of chunk i (X, Y, then the permuted ones)."""
+        """The estimator of every cached block k of chunk i against z (X, Y, then permuted ones)."""
         if _is_constant(z):
             return [0.0] * len(self._widths[i])
         c = self.eps * self.chunk_size
-        g = center(gram(z, "gaussian", self.sigma))
+        g = center(gram(z, self.kernel, self.sigma))
         g.diagonal().add_(c)
         chol = _cholesky(g)
         s = self._factors[i]
         if chol is not None:
             w = torch.linalg.solve_triangular(chol.mT, s, upper=False)
             sums = torch.linalg.vector_norm(w, dim=0).square_() @ self._blocks[i]
-            return (self._traces[i] - c * sums.cpu()).tolist()
+            values = (self._traces[i] - c * sums.cpu()).tolist()
+            if self.estimator == "nhsic_cka":
+                v = torch.linalg.solve_triangular(
+                    chol,
+                    torch.eye(self.chunk_size, dtype=chol.dtype, device=chol.device),
+                    upper=True,
+                )  # A^-1 = V V^T
+                tr_inv = float(torch.linalg.vector_norm(v).square())
+                tr_inv2 = float(torch.linalg.vector_norm(v.mT @ v).square())
+                z_sq = self.chunk_size - 2 * c * tr_inv + c * c * tr_inv2
+                values = self._cka(i, values, z_sq)
+            return values
         # not positive definite (should not happen): R_Z from clamped eigenvalues
         g.diagonal().sub_(c)
         lam, vec = torch.linalg.eigh(g)
         lam = lam.clamp_(min=0.0)
-        proj = (s.T @ (vec * (lam / (lam + c)).sqrt())).square_()
-        return [float(b.sum()) for b in proj.split(self._widths[i], dim=0)]
+        w = lam / (lam + c)
+        proj = (s.T @ (vec * w.sqrt())).square_()
+        values = [float(b.sum()) for b in proj.split(self._widths[i], dim=0)]
+        if self.estimator == "nhsic_cka":
+            values = self._cka(i, values, float(w.square().sum()))
+        return values
+
+    def _cka(self, i: int, values: list[float], z_sq: float) -> list[float]:
+        """nHSIC values of chunk i divided by sqrt(tr(R_side^2) tr(R_Z^2)), clamped to [0, 1]."""
+        nx, ny = self._sq_norms[i]
+        out = []
+        for k, value in enumerate(values):
+            denom = math.sqrt((nx if k % 2 == 0 else ny) * z_sq)
+            out.append(min(1.0, max(0.0, value / denom)) if denom > 0 else 0.0)
+        return out
 
     def summarize(self, per_chunk: Sequence[Mapping[str, Mapping[str, float]]]) -> pd.DataFrame:
-        """One row per layer: means over all chunks and their (population, ddof=0) std over chunks."""
+        """One row per layer: means over all chunks and their (population, ddof=0) std over chunks;
+        with a floor, its mean and its std over the permutation replicates (ddof=1; NaN for k = 1)."""
         if len(per_chunk) != self.num_chunks:
             raise ValueError(
                 f"per_chunk must hold one result per chunk ({self.num_chunks}), got {len(per_chunk)}"
@@ -677,7 +751,7 @@ class InfoPlane:
         for j, res in enumerate(per_chunk):
             if list(res) != layers:
                 raise ValueError(f"per_chunk[{j}] has layers {list(res)}, expected {layers}")
-        keys = ["nhsic_xz", "nhsic_yz"] + (["floor_xz", "floor_yz"] if self.floor else [])
+        keys = self.keys()
         rows = []
         for layer in layers:
             vals = {
@@ -690,12 +764,18 @@ class InfoPlane:
             row["nhsic_xz_std"] = float(vals["nhsic_xz"].std(correction=0))
             row["nhsic_yz_std"] = float(vals["nhsic_yz"].std(correction=0))
             if self.floor:
-                row["floor_xz"] = float(vals["floor_xz"].mean())
-                row["floor_yz"] = float(vals["floor_yz"].mean())
+                for side in ("xz", "yz"):
+                    row[f"floor_{side}"] = float(vals[f"floor_{side}"].mean())
+                    reps = torch.stack(
+                        [vals[f"floor_{side}/{j}"].mean() for j in range(self.floor_perms)]
+                    )
+                    row[f"floor_{side}_std"] = (
+                        float(reps.std(correction=1)) if self.floor_perms > 1 else math.nan
+                    )
             rows.append(row)
         columns = ["layer", "nhsic_xz", "nhsic_yz", "nhsic_xz_std", "nhsic_yz_std"]
         if self.floor:
-            columns += ["floor_xz", "floor_yz"]
+            columns += ["floor_xz", "floor_yz", "floor_xz_std", "floor_yz_std"]
         return pd.DataFrame(rows, columns=columns)
 
     def measure(self, reps: Mapping[str, Tensor]) -> pd.DataFrame:

@@ -1,9 +1,10 @@
-"""Local losses for layer-wise training and the soft-nearest-neighbour loss (paper_spec sections 4, 7).
+"""Local losses for layer-wise training and the soft-nearest-neighbour loss (docs/method.md §4, §7).
 
-All functions flatten representations to (N, D). Pairwise squared distances are built as
-||u||^2 + ||v||^2 - 2 u.v (clamped >= 0), never as an N x N x D broadcast.
+All functions flatten representations to (N, D). Pairwise squared distances (:func:`sq_dists`) are
+built as ||u||^2 + ||v||^2 - 2 u.v (clamped >= 0, diagonal exactly 0), never as an N x N x D
+broadcast.
 
-Relation to HSIC (spec section 4). With K_ij = exp(-||z_i - z_j||^2 / T) (so K_ii = 1), one-hot
+Relation to HSIC (docs/method.md §4). With K_ij = exp(-||z_i - z_j||^2 / T) (so K_ii = 1), one-hot
 labels L = Y Y^T, H = I - 11^T/m and balanced classes, (H L H)_ij = L_ij - 1/C, hence exactly
 
     tr(K H L H) = sum_i D_i (rbar_i - 1/C)
@@ -11,14 +12,19 @@ labels L = Y Y^T, H = I - 11^T/m and balanced classes, (H L H)_ij = L_ij - 1/C, 
 
 where D_i = sum_j K_ij is the full row sum (diagonal included), rbar_i the same-class share of D_i
 (j = i counted), D'_i = D_i - 1 the off-diagonal row sum and r_i = :func:`same_class_share` (j != i,
-the quantity inside the SNN loss). By Jensen, mean_i r_i >= exp(-L_SNN).
+the quantity inside the SNN loss). By Jensen, mean_i r_i >= exp(-L_SNN). :func:`snn_hsic_identity`
+evaluates both sides; :func:`kernel_mass` is the factor D'_i / (m - 1).
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from ibstudy.hsic import center
 
 LOCAL_LOSSES: tuple[str, ...] = ("cross_entropy", "supcon", "similarity_matching")
 
@@ -37,16 +43,30 @@ def _check_temperature(name: str, value: float) -> None:
         raise ValueError(f"{name} must be > 0, got {value!r}")
 
 
-def _sq_dists(z: Tensor) -> Tensor:
-    """(N, N) squared Euclidean distances of the rows of ``z`` (N, D)."""
-    sq = (z * z).sum(dim=1)
-    return (sq[:, None] + sq[None, :] - 2.0 * (z @ z.T)).clamp_min(0.0)
+def sq_dists(z: Tensor) -> Tensor:
+    """(N, N) squared Euclidean distances of the rows of ``z`` (N, ...), in ``z``'s dtype.
+
+    Built from norms and one matmul, clamped at 0; the diagonal is exactly 0, the off-diagonal part
+    symmetric up to matmul rounding.
+    """
+    if not isinstance(z, Tensor) or z.dim() < 2:
+        shape = tuple(z.shape) if isinstance(z, Tensor) else type(z).__name__
+        raise ValueError(f"z must be a tensor of shape (N, ...), got {shape}")
+    zf = z.flatten(1)
+    sq = (zf * zf).sum(dim=1)
+    dist = (sq[:, None] + sq[None, :] - 2.0 * (zf @ zf.T)).clamp_min(0.0)
+    return dist.fill_diagonal_(0.0)
+
+
+def _gram(z: Tensor, temperature: float) -> Tensor:
+    """K_ij = exp(-||z_i - z_j||^2 / T) (N, N), K_ii = 1 exactly."""
+    return torch.exp(-sq_dists(z) / temperature)
 
 
 def _log_shares(z: Tensor, y: Tensor, temperature: float) -> Tensor:
     """log r_i for every i: log of the same-class (j != i) share of exp(-||z_i-z_j||^2/T), j != i."""
     zf = z.flatten(1)
-    logits = -_sq_dists(zf) / temperature
+    logits = -sq_dists(zf) / temperature
     eye = torch.eye(zf.shape[0], dtype=torch.bool, device=zf.device)
     logits = logits.masked_fill(eye, float("-inf"))
     same = (y[:, None] == y[None, :]) & ~eye
@@ -125,3 +145,68 @@ def same_class_share(z: Tensor, y: Tensor, temperature: float = 1.0) -> Tensor:
     if z.shape[0] < 2:
         raise ValueError(f"same_class_share needs at least 2 samples, got {z.shape[0]}")
     return _log_shares(z, y, temperature).exp()
+
+
+def kernel_mass(z: Tensor, temperature: float = 1.0) -> Tensor:
+    """D'_i / (N-1) (N,): mean of exp(-||z_i - z_j||^2 / T) over j != i, in ``z``'s dtype."""
+    if not isinstance(z, Tensor) or z.dim() < 2 or z.shape[0] < 2:
+        shape = tuple(z.shape) if isinstance(z, Tensor) else type(z).__name__
+        raise ValueError(f"z must be a tensor of shape (N >= 2, ...), got {shape}")
+    _check_temperature("temperature", temperature)
+    k = _gram(z, temperature)
+    return (k.sum(dim=1) - 1.0) / (k.shape[0] - 1)
+
+
+def snn_hsic_identity(z: Tensor, y: Tensor, temperature: float = 1.0) -> dict[str, float]:
+    """Both sides of the exact identity linking HSIC(Y;Z) and the SNN loss, in float64.
+
+    With ``K_ij = exp(-||z_i - z_j||^2 / T)`` (so ``K_ii = 1``), ``L = [y_i == y_j]`` and ``C``
+    balanced classes, ``(H L H)_ij = L_ij - 1/C`` and therefore
+
+        tr(K H L H) = sum_i D_i (rbar_i - 1/C)                       ("rhs_full")
+                    = sum_i D'_i (r_i - 1/C) + m (1 - 1/C)            ("rhs")
+
+    where ``D_i = sum_j K_ij``, ``rbar_i`` is the same-class share of ``D_i`` (j = i included),
+    ``D'_i = D_i - 1`` and ``r_i`` is the SNN share (j != i). ``lhs`` is computed directly from the
+    centred Gram (no use of balance). Also returned: ``hsic = lhs / (m-1)^2`` (biased HSIC), the SNN
+    loss, ``exp(-L_SNN)``, ``mean_r`` (Jensen: ``mean_r >= exp(-L_SNN)``), and ``abs_diff``.
+    """
+    if not isinstance(z, Tensor) or z.dim() != 2 or z.shape[0] < 4:
+        shape = tuple(z.shape) if isinstance(z, Tensor) else type(z).__name__
+        raise ValueError(f"z must be a tensor of shape (m >= 4, d), got {shape}")
+    if not isinstance(y, Tensor) or y.dim() != 1 or y.shape[0] != z.shape[0]:
+        raise ValueError(f"y must be a 1-D label tensor of length {z.shape[0]}")
+    if y.dtype.is_floating_point or y.dtype == torch.bool:
+        raise ValueError(f"y must hold integer class labels, got dtype {y.dtype}")
+    t = temperature
+    if isinstance(t, bool) or not isinstance(t, int | float) or not math.isfinite(t) or t <= 0:
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+    counts = torch.unique(y, return_counts=True)[1]
+    if counts.numel() < 2 or bool((counts != counts[0]).any()) or int(counts[0]) < 2:
+        raise ValueError(
+            f"y must hold >= 2 balanced classes of >= 2 samples each, got counts {counts.tolist()}"
+        )
+    m, c = z.shape[0], counts.numel()
+    zd = z.detach().to(torch.float64)
+    yd = y.detach()
+    k = _gram(zd, temperature)
+    same = (yd[:, None] == yd[None, :]).to(torch.float64)
+    lhs = float((center(k) * same).sum())  # tr(HKH L) = tr(K HLH)
+    d_full = k.sum(dim=1)
+    rbar = (k * same).sum(dim=1) / d_full
+    rhs_full = float((d_full * (rbar - 1.0 / c)).sum())
+    r = same_class_share(zd, yd, temperature)
+    rhs = float(((d_full - 1.0) * (r - 1.0 / c)).sum()) + m * (1.0 - 1.0 / c)
+    loss = float(snn_loss(zd, yd, temperature))
+    return {
+        "lhs": lhs,
+        "rhs": rhs,
+        "rhs_full": rhs_full,
+        "abs_diff": max(abs(lhs - rhs), abs(lhs - rhs_full)),
+        "hsic": lhs / (m - 1) ** 2,
+        "snn_loss": loss,
+        "exp_neg_snn": math.exp(-loss),
+        "mean_r": float(r.mean()),
+        "num_classes": float(c),
+        "m": float(m),
+    }

@@ -1,4 +1,4 @@
-"""Block-structured networks (paper_spec section 6): ordered blocks plus a final classifier.
+"""Block-structured networks (docs/method.md §6): ordered blocks plus a final classifier.
 
 Every model is a :class:`BlockNet`. Its blocks' outputs are the representations Z_l that the
 information plane and the linear probes read; the same object serves E2E and layer-wise training

@@ -17,7 +17,6 @@ from __future__ import annotations
 import io
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +33,11 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
+from ibstudy.store import atomic_write
+from ibstudy.tables import as_list as _as_list
+from ibstudy.tables import check_one_estimator
 from ibstudy.tables import check_table as _check_table
+from ibstudy.tables import select as _select
 
 __all__ = [
     "Style",
@@ -131,31 +134,6 @@ class StudyFigure(Figure):
 # ----------------------------------------------------------------------------------------------
 # validation and table helpers
 # ----------------------------------------------------------------------------------------------
-
-
-def _as_list(values: object) -> list:
-    """A scalar or an iterable of values as a list (strings count as scalars)."""
-    if isinstance(values, str) or not isinstance(values, Iterable):
-        return [values]
-    return list(values)
-
-
-def _select(df: pd.DataFrame, column: str, wanted: object, param: str) -> pd.DataFrame:
-    """Rows whose `column` is in `wanted` (None keeps all); unknown values raise ValueError."""
-    if wanted is None:
-        return df
-    wanted = _as_list(wanted)
-    if not wanted:
-        raise ValueError(f"{param} must not be empty")
-    if column not in df.columns:
-        raise ValueError(f"{param}={wanted!r} given but the table has no column {column!r}")
-    available = list(pd.unique(df[column]))
-    unknown = [w for w in wanted if w not in available]
-    if unknown:
-        raise ValueError(
-            f"{param}: unknown value(s) {unknown}; available: {sorted(available, key=str)}"
-        )
-    return df[df[column].isin(wanted)]
 
 
 def _select_layers(df: pd.DataFrame, wanted: object) -> pd.DataFrame:
@@ -388,7 +366,7 @@ def plot_plane(
     panel's rows) is drawn as dashed lines over a grey band. `errorbars` adds the chunk standard
     deviations (nhsic_xz_std / nhsic_yz_std) when present.
     """
-    _check_table(layers, PLANE_COLUMNS, "layers")
+    check_one_estimator(_check_table(layers, PLANE_COLUMNS, "layers"))
     if hue_by not in HUE_CHOICES:
         raise ValueError(f"hue_by must be one of {HUE_CHOICES}, got {hue_by!r}")
     if hue_by not in layers.columns:
@@ -505,7 +483,7 @@ def plot_depth_profile(
     Two panels, one line per method (per method and head where a method has several heads);
     several runs of one line are averaged with a +-1 sd band. Claim C1 reads off the left panel.
     """
-    _check_table(layers, PLANE_COLUMNS, "layers")
+    check_one_estimator(_check_table(layers, PLANE_COLUMNS, "layers"))
     _check_positive(panel_size, "panel_size")
     df = _select(layers, "method", methods, "methods")
     df = df.dropna(subset=["nhsic_xz", "nhsic_yz"])
@@ -686,7 +664,9 @@ def plot_trajectories_over_epochs(
     """
     if value not in TRAJECTORY_VALUES:
         raise ValueError(f"value must be one of {list(TRAJECTORY_VALUES)}, got {value!r}")
-    _check_table(layers, ("run", "method", "epoch", "layer", "layer_index", value), "layers")
+    check_one_estimator(
+        _check_table(layers, ("run", "method", "epoch", "layer", "layer_index", value), "layers")
+    )
     _check_positive(panel_size, "panel_size")
     if palette not in matplotlib.colormaps:
         raise ValueError(f"palette must be a matplotlib colormap name, got {palette!r}")
@@ -748,19 +728,11 @@ def save_figure(
     written = []
     for fmt in FIGURE_FORMATS:
         target = folder / f"{name}.{fmt}"
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=f".{fmt}.tmp", dir=folder)
-        os.close(fd)
-        try:
-            options: dict = {"format": fmt, "bbox_inches": "tight"}
-            if fmt == "png":
-                options["dpi"] = PNG_DPI
-            else:
-                options["metadata"] = {"CreationDate": None}
-            fig.savefig(tmp, **options)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        options: dict = {"format": fmt, "bbox_inches": "tight"}
+        if fmt == "png":
+            options["dpi"] = PNG_DPI
+        else:
+            options["metadata"] = {"CreationDate": None}
+        atomic_write(target, lambda tmp, options=options: fig.savefig(tmp, **options))
         written.append(target)
     return written

@@ -1,4 +1,4 @@
-"""Linear probes on pooled block outputs (paper_spec section 9).
+"""Linear probes on pooled block outputs (docs/method.md §9).
 
 Protocol: model frozen in eval mode; each block's output pooled exactly as the auxiliary heads pool
 it (:func:`ibstudy.heads.pool_features`, <= 2048 features); features standardized with training

@@ -1,19 +1,35 @@
-"""What the training notebooks share: configs from notebook parameters, cached runs, tidy table files.
+"""What the notebooks share: configs from notebook parameters, cached runs, tidy table files.
 
-A notebook calls :func:`study_config` with its parameters, :func:`train_all` to train (or reuse) one run
-per method, and :func:`write_tables` to leave tidy CSVs under ``<results_dir>/tables/`` for the summary
-notebook.
+A training notebook calls :func:`run_study` with its parameters and the variants it compares (one run
+per variant, trained or reused), and gets the concatenated tables back, also written under
+``<results_dir>/tables/`` for the summary notebook. :func:`measure_runs` re-measures stored runs under
+another estimator (docs/method.md §10) without retraining.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from ibstudy.training import Run, TrainConfig, atomic_write_text, train
+from ibstudy.config import MeasureConfig, TrainConfig
+from ibstudy.store import Run, atomic_write_text
+
+__all__ = [
+    "StudyTables",
+    "concat_tables",
+    "measure_runs",
+    "notebook_params",
+    "read_tables",
+    "run_study",
+    "scale_label",
+    "study_config",
+    "train_all",
+    "write_tables",
+]
 
 
 def study_config(
@@ -42,10 +58,12 @@ def study_config(
 
 def train_all(configs: Iterable[TrainConfig], *, progress: bool = True) -> list[Run]:
     """Train every config, reusing stored complete runs and resuming partial ones."""
+    from ibstudy.training import train
+
     return [train(cfg, resume=True, progress=progress) for cfg in configs]
 
 
-def tables(runs: Iterable[Run]) -> tuple[pd.DataFrame, pd.DataFrame]:
+def concat_tables(runs: Iterable[Run]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The runs' ``epochs`` and ``layers`` tables, concatenated (tidy: one row per run x epoch [x layer])."""
     runs = list(runs)
     if not runs:
@@ -55,6 +73,23 @@ def tables(runs: Iterable[Run]) -> tuple[pd.DataFrame, pd.DataFrame]:
     return epochs, layers
 
 
+def measure_runs(
+    runs: Iterable[Run],
+    mcfg: MeasureConfig | None = None,
+    epochs: Iterable[int] | None = None,
+    *,
+    progress: bool = False,
+) -> pd.DataFrame:
+    """The runs' measurement tables under ``mcfg`` (None: each run's own), concatenated (cached)."""
+    from ibstudy.measure import measure
+
+    runs = list(runs)
+    if not runs:
+        raise ValueError("runs must hold at least one Run")
+    wanted = None if epochs is None else list(epochs)
+    return pd.concat([measure(r, mcfg, wanted, progress=progress) for r in runs], ignore_index=True)
+
+
 def scale_label(cfg: TrainConfig, preset: str) -> str:
     """A one-line description of a run's scale, shown next to every number the study reports."""
     epochs = cfg.total_epochs()
@@ -62,6 +97,48 @@ def scale_label(cfg: TrainConfig, preset: str) -> str:
         f"{cfg.dataset}, {cfg.model} (width {cfg.width:g}), {epochs} epochs, {preset} preset, "
         f"nHSIC on {cfg.eval_size} test images in chunks of m={cfg.chunk_size}"
     )
+
+
+@dataclass
+class StudyTables:
+    """What a training notebook works with: its runs, their tables and the scale they describe."""
+
+    runs: list[Run]
+    configs: list[TrainConfig]
+    epochs: pd.DataFrame
+    layers: pd.DataFrame
+    scale: str
+
+
+def run_study(
+    name: str,
+    variants: Sequence[Mapping[str, Any]],
+    *,
+    preset: str = "quick",
+    results_dir: str = "results",
+    progress: bool = True,
+    **params: Any,
+) -> StudyTables:
+    """Train (or reuse) one run per variant and write ``<name>_epochs.csv`` / ``<name>_layers.csv``.
+
+    ``params`` are the notebook's parameters (TrainConfig fields; None keeps the preset's value) and
+    each variant adds its own fields (e.g. ``{"method": "layerwise", "head": "mlp"}``). All configs
+    are validated before any training starts.
+    """
+    if not isinstance(name, str) or not name or "/" in name:
+        raise ValueError(f"name must be a plain table name such as '02_lenet5', got {name!r}")
+    if isinstance(variants, Mapping) or not variants:
+        raise ValueError(
+            f"variants must be a non-empty list of dicts of TrainConfig fields, got {variants!r}"
+        )
+    configs = [
+        study_config(preset, results_dir=results_dir, **{**params, **dict(v)}) for v in variants
+    ]
+    runs = train_all(configs, progress=progress)
+    epochs, layers = concat_tables(runs)
+    scale = scale_label(configs[0], preset)
+    write_tables(name, epochs, layers, results_dir=results_dir, scale=scale)
+    return StudyTables(runs=runs, configs=configs, epochs=epochs, layers=layers, scale=scale)
 
 
 def write_tables(
@@ -90,3 +167,12 @@ def read_tables(
     if not all(p.exists() for p in paths):
         return None
     return pd.read_csv(paths[0]), pd.read_csv(paths[1])
+
+
+def notebook_params(namespace: Mapping[str, Any]) -> dict[str, Any]:
+    """The entries of a notebook's namespace that :func:`run_study` takes: ``preset``,
+    ``results_dir`` and every TrainConfig field (pass ``globals()`` after the parameters cell)."""
+    import dataclasses
+
+    names = {"preset", "results_dir", *(f.name for f in dataclasses.fields(TrainConfig))}
+    return {k: v for k, v in namespace.items() if k in names}

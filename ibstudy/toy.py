@@ -1,4 +1,4 @@
-"""The toy experiment of paper Fig 4 (paper_spec sections 4, 5): a linear first layer on 2-D data.
+"""The toy experiment of paper Fig 4 (docs/method.md §4-5): a linear first layer on 2-D data.
 
 Model *[ours where the paper is silent]*. One network serves both methods:
 
@@ -20,7 +20,7 @@ Training (full-batch Adam by default, or mini-batches with ``batch_size``), one 
 all parameters per step:
 
 - ``layerwise``: ``Z1`` gets gradient only from the local loss (cross-entropy of ``v``, or the SNN
-  loss of ``Z1``); the MLP trains on ``Z1.detach()`` (the final classifier of spec section 7).
+  loss of ``Z1``); the MLP trains on ``Z1.detach()`` (the final classifier of docs/method.md §7).
 - ``e2e``: ``Z1`` gets gradient only from the MLP's output cross-entropy; ``v`` trains on
   ``Z1.detach()`` as a linear probe, so both methods have an auxiliary direction to plot along.
 
@@ -29,7 +29,8 @@ nHSIC(Y;Z1) with the same Gaussian kernel on X and Z1 for both methods. The kern
 ``exp(-||u-u'||^2 / (2 sigma^2 d))`` (d = 2) with ``sigma = 1`` by default: the study's sigma = 5 is
 far wider than this data (radius <= 3.x), which would leave almost no eigenvalue above the NOCCO
 ridge. ``kernel="gaussian_median"`` uses the median heuristic instead. The SNN temperature defaults
-to ``2 sigma^2 d`` so that the SNN kernel ``exp(-||u-u'||^2 / T)`` *is* the HSIC kernel on Z1.
+to ``2 sigma^2 d`` so that the SNN kernel ``exp(-||u-u'||^2 / T)`` *is* the HSIC kernel on Z1. The
+SNN/HSIC identity that ties them (docs/method.md §4) is :func:`ibstudy.losses.snn_hsic_identity`.
 """
 
 from __future__ import annotations
@@ -43,15 +44,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ibstudy.data import von_mises_toy
-from ibstudy.hsic import center, hsic, nhsic
-from ibstudy.losses import same_class_share, snn_loss
+from ibstudy.hsic import hsic, nhsic
+from ibstudy.losses import kernel_mass, same_class_share, snn_loss
 
 __all__ = [
     "HISTORY_COLUMNS",
     "LOCAL_LOSSES",
-    "METHODS",
     "PAPER_W",
     "TOY_KERNELS",
+    "TOY_METHODS",
     "FirstLayer",
     "ToyConfig",
     "ToyNet",
@@ -59,11 +60,10 @@ __all__ = [
     "aux_direction",
     "aux_direction_coordinates",
     "paper_first_layer",
-    "snn_hsic_identity",
     "train_toy",
 ]
 
-METHODS: tuple[str, ...] = ("layerwise", "e2e")
+TOY_METHODS: tuple[str, ...] = ("layerwise", "e2e")
 LOCAL_LOSSES: tuple[str, ...] = ("cross_entropy", "snn")
 TOY_KERNELS: tuple[str, ...] = ("gaussian", "gaussian_median")
 NUM_CLASSES = 2
@@ -126,8 +126,8 @@ class ToyConfig:
 
     def validate(self) -> ToyConfig:
         """Check every field (cheap, before any training); return self."""
-        if self.method not in METHODS:
-            raise ValueError(f"method must be one of {list(METHODS)}, got {self.method!r}")
+        if self.method not in TOY_METHODS:
+            raise ValueError(f"method must be one of {list(TOY_METHODS)}, got {self.method!r}")
         for name in ("n_train", "n_eval"):
             value = getattr(self, name)
             _check_int(name, value, 4)
@@ -272,62 +272,6 @@ def paper_first_layer() -> Tensor:
 
 
 # --------------------------------------------------------------------------------------------------
-# the SNN / HSIC identity (spec section 4)
-# --------------------------------------------------------------------------------------------------
-def snn_hsic_identity(z: Tensor, y: Tensor, temperature: float = 1.0) -> dict[str, float]:
-    """Both sides of the exact identity linking HSIC(Y;Z) and the SNN loss, in float64.
-
-    With ``K_ij = exp(-||z_i - z_j||^2 / T)`` (so ``K_ii = 1``), ``L = [y_i == y_j]`` and ``C``
-    balanced classes, ``(H L H)_ij = L_ij - 1/C`` and therefore
-
-        tr(K H L H) = sum_i D_i (rbar_i - 1/C)                       ("rhs_full")
-                    = sum_i D'_i (r_i - 1/C) + m (1 - 1/C)            ("rhs")
-
-    where ``D_i = sum_j K_ij``, ``rbar_i`` is the same-class share of ``D_i`` (j = i included),
-    ``D'_i = D_i - 1`` and ``r_i`` is the SNN share (j != i). ``lhs`` is computed directly from the
-    centred Gram (no use of balance). Also returned: ``hsic = lhs / (m-1)^2`` (biased HSIC), the SNN
-    loss, ``exp(-L_SNN)``, ``mean_r`` (Jensen: ``mean_r >= exp(-L_SNN)``), and ``abs_diff``.
-    """
-    if not isinstance(z, Tensor) or z.dim() != 2 or z.shape[0] < 4:
-        shape = tuple(z.shape) if isinstance(z, Tensor) else type(z).__name__
-        raise ValueError(f"z must be a tensor of shape (m >= 4, d), got {shape}")
-    if not isinstance(y, Tensor) or y.dim() != 1 or y.shape[0] != z.shape[0]:
-        raise ValueError(f"y must be a 1-D label tensor of length {z.shape[0]}")
-    if y.dtype.is_floating_point or y.dtype == torch.bool:
-        raise ValueError(f"y must hold integer class labels, got dtype {y.dtype}")
-    _check_positive("temperature", temperature)
-    counts = torch.unique(y, return_counts=True)[1]
-    if counts.numel() < 2 or bool((counts != counts[0]).any()) or int(counts[0]) < 2:
-        raise ValueError(
-            f"y must hold >= 2 balanced classes of >= 2 samples each, got counts {counts.tolist()}"
-        )
-    m, c = z.shape[0], counts.numel()
-    zd = z.detach().to(torch.float64)
-    yd = y.detach()
-    k = torch.exp(-_sq_dists(zd) / temperature)
-    same = (yd[:, None] == yd[None, :]).to(torch.float64)
-    lhs = float((center(k) * same).sum())  # tr(HKH L) = tr(K HLH)
-    d_full = k.sum(dim=1)
-    rbar = (k * same).sum(dim=1) / d_full
-    rhs_full = float((d_full * (rbar - 1.0 / c)).sum())
-    r = same_class_share(zd, yd, temperature)
-    rhs = float(((d_full - 1.0) * (r - 1.0 / c)).sum()) + m * (1.0 - 1.0 / c)
-    loss = float(snn_loss(zd, yd, temperature))
-    return {
-        "lhs": lhs,
-        "rhs": rhs,
-        "rhs_full": rhs_full,
-        "abs_diff": max(abs(lhs - rhs), abs(lhs - rhs_full)),
-        "hsic": lhs / (m - 1) ** 2,
-        "snn_loss": loss,
-        "exp_neg_snn": math.exp(-loss),
-        "mean_r": float(r.mean()),
-        "num_classes": float(c),
-        "m": float(m),
-    }
-
-
-# --------------------------------------------------------------------------------------------------
 # training
 # --------------------------------------------------------------------------------------------------
 @dataclass
@@ -375,13 +319,6 @@ def _snn_sigma(temperature: float) -> float:
     return math.sqrt(temperature / (2.0 * DIM))
 
 
-def _sq_dists(z: Tensor) -> Tensor:
-    """Pairwise squared distances (m, m) of the rows of z, via norms and one matmul, diagonal 0."""
-    sq = (z * z).sum(dim=1)
-    dist = (sq[:, None] + sq[None, :] - 2.0 * z @ z.T).clamp_min(0.0)
-    return dist.fill_diagonal_(0.0)
-
-
 def _accuracy(logits: Tensor, y: Tensor) -> float:
     return float((logits.argmax(dim=1) == y).to(torch.float64).mean())
 
@@ -402,8 +339,6 @@ def _record(
         s = torch.linalg.svdvals(net.first.weight)
     kw = {"sigma": cfg.sigma}
     t = cfg.snn_temperature
-    k = torch.exp(-_sq_dists(z1.to(torch.float64)) / t)
-    mass = (k.sum(dim=1) - 1.0) / (k.shape[0] - 1)  # D'_i / (m - 1)
     return {
         "step": step,
         "method": cfg.method,
@@ -412,7 +347,7 @@ def _record(
         "hsic_yz": hsic(z1, y, kernel_a="gaussian", kernel_b="linear", sigma=_snn_sigma(t)),
         "snn_loss": float(snn_loss(z1, y, t)),
         "mean_same_class_share": float(same_class_share(z1, y, t).mean()),
-        "mean_kernel_mass": float(mass.mean()),
+        "mean_kernel_mass": float(kernel_mass(z1.to(torch.float64), t).mean()),  # D'_i / (m-1)
         "loss": loss,
         "accuracy": _accuracy(out_logits, y),
         "aux_accuracy": _accuracy(aux_logits, y),

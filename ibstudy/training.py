@@ -1,29 +1,24 @@
-"""E2E, layer-wise and sequential layer-wise training with a per-epoch information-plane recorder.
+"""E2E, layer-wise and sequential layer-wise training with a per-epoch information-plane record.
 
-One model definition serves every method (paper_spec section 7): the method is a trainer setting. The
+One model definition serves every method (docs/method.md §7): the method is a trainer setting. The
 trainer computes the losses, detaches between blocks and steps the optimizer; the model's ``forward``
 has no side effects. After every epoch (and at initialization, epoch 0) every block and the logits are
-measured on a fixed evaluation subset through :class:`ibstudy.hsic.InfoPlane`. Metrics go to tidy
-``epochs.csv`` / ``layers.csv`` files in ``<results_dir>/<run_name>/``, written atomically together
-with a checkpoint, so an interrupted run resumes to the same numbers on the CPU.
+measured on a fixed evaluation subset by :class:`ibstudy.measure.PlaneRecorder` under the run's own
+measure config, and the model's weights are stored (``weights/epoch_NNNN.pt``) so that any other
+estimator can re-measure the run later without retraining (:func:`ibstudy.measure.measure`). Metrics go
+to tidy ``epochs.csv`` / ``layers.csv`` files in ``<results_dir>/<run_name>/``, written atomically
+together with a checkpoint, so an interrupted run resumes to the same numbers on the CPU.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import hashlib
 import json
 import math
-import os
 import random
 import sys
-import tempfile
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
-from pathlib import Path
+from contextlib import nullcontext
 from typing import Any
 
 import numpy as np
@@ -33,341 +28,28 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset, Subset
 from tqdm import tqdm
 
-from ibstudy.data import DATASETS, INFO, eval_subset, load_dataset, make_loader
+from ibstudy.config import MEASURE_FIELDS, METHODS, OPTIMIZERS, PRESETS, TrainConfig, weight_epochs
+from ibstudy.data import INFO, eval_subset, load_dataset, make_loader
 from ibstudy.device import pick_device, seed_everything
-from ibstudy.heads import HEADS, build_head
-from ibstudy.hsic import InfoPlane
-from ibstudy.losses import LOCAL_LOSSES, cross_entropy, similarity_matching_loss, supcon_loss
-from ibstudy.models import MODELS, BlockNet, build_model
+from ibstudy.heads import build_head
+from ibstudy.losses import cross_entropy, similarity_matching_loss, supcon_loss
+from ibstudy.measure import PlaneRecorder, evaluating
+from ibstudy.models import build_model
 from ibstudy.probes import probe_blocks
+from ibstudy.store import Run, atomic_torch_save, atomic_write_text, weights_path, write_meta
+from ibstudy.tables import EPOCH_COLUMNS, LAYER_COLUMNS, PLANE_COLUMNS
 
-METHODS: tuple[str, ...] = ("e2e", "layerwise", "layerwise_sequential")
-OPTIMIZERS: tuple[str, ...] = ("adam", "sgd")
-PRESETS: tuple[str, ...] = ("quick", "paper")
 SUPCON_DIM = (
     128  # [ours] projection size of the auxiliary heads under the supervised contrastive loss
 )
-
-EPOCH_COLUMNS = [
-    "run",
-    "method",
-    "head",
-    "epoch",
-    "train_loss",
-    "train_acc",
-    "test_acc",
-    "lr",
-    "seconds",
-]
-LAYER_COLUMNS = [
-    "run", "method", "head", "epoch", "layer", "layer_index", "nhsic_xz", "nhsic_yz",
-    "nhsic_xz_std", "nhsic_yz_std", "floor_xz", "floor_yz",
-    "probe_train_acc", "probe_test_acc", "head_test_acc",
-]  # fmt: skip
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint and metrics are kept on disk."""
 
 
-@dataclass
-class TrainConfig:
-    """Everything that defines a training run; two runs with equal configs give equal metrics (CPU)."""
-
-    model: str = "lenet5"
-    dataset: str = "mnist5k"
-    method: str = "e2e"
-    head: str = "none"  # auxiliary head of layer-wise methods: "linear" | "mlp"; "none" for e2e
-    local_loss: str = "cross_entropy"
-    epochs: int = 3  # layerwise_sequential: epochs per stage (each block, then the classifier)
-    batch_size: int = 128
-    optimizer: str = "adam"
-    lr: float = 5e-4
-    weight_decay: float = 0.0
-    milestones: tuple[int, ...] = ()
-    gamma: float = 0.2
-    momentum: float = 0.9  # sgd only
-    seed: int = 0
-    device: str = "auto"
-    width: float = 1.0
-    augment: bool = False
-    train_size: int | None = None  # use only the first n training images (None = all)
-    eval_size: int = 512  # fixed evaluation subset: the first eval_size test images
-    chunk_size: int = 256  # nHSIC sample size m; eval_size must be a multiple
-    sigma: float = 5.0
-    eps: float = 1e-5
-    floor: bool = True  # also record the permutation floor of nHSIC per layer
-    probe_epochs: tuple[int, ...] = ()
-    probe_size: int = 2000  # training images for the linear probes (test: the evaluation subset)
-    probe_steps: int = 100
-    results_dir: str = "results/runs"
-    run_name: str = ""  # empty: derived from the config (see run_id)
-    data_root: str = "data"
-    download: bool = False
-    amp: bool = False  # mixed precision (CUDA only; ignored on other devices)
-
-    # -------------------------------------------------------------- construction
-    @classmethod
-    def preset(cls, name: str, **overrides: Any) -> TrainConfig:
-        """``quick`` (minutes on a laptop CPU, mnist5k) or ``paper`` (paper_spec section 8), with overrides."""
-        if name not in PRESETS:
-            raise ValueError(f"preset must be one of {list(PRESETS)}, got {name!r}")
-        if name == "paper":
-            base: dict[str, Any] = dict(
-                dataset="cifar10", epochs=400, batch_size=128, optimizer="adam", lr=5e-4,
-                weight_decay=0.0, milestones=(200, 300, 350, 375), gamma=0.2, augment=True,
-                eval_size=1024, chunk_size=256, probe_epochs=(0, 50, 100, 200, 300, 400),
-                probe_size=10_000, probe_steps=200,
-            )  # fmt: skip
-            method = overrides.get("method", "e2e")
-            if method == "layerwise_sequential":
-                base.update(epochs=50, milestones=())
-        else:
-            base = dict(
-                dataset="mnist5k", epochs=3, batch_size=64, optimizer="adam", lr=1e-3,
-                weight_decay=0.0, milestones=(), eval_size=512, chunk_size=256, probe_size=2000,
-                probe_steps=100,
-            )  # fmt: skip
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(overrides) - fields)
-        if unknown:
-            raise ValueError(f"unknown TrainConfig field(s) {unknown}; allowed: {sorted(fields)}")
-        base.update(overrides)
-        if "head" not in overrides and base.get("method", "e2e") != "e2e":
-            base["head"] = "linear"
-        if "probe_size" not in overrides and base.get("train_size") is not None:
-            base["probe_size"] = min(base["probe_size"], base["train_size"])
-        stage_probes = (
-            "probe_epochs" not in overrides and base.get("method") == "layerwise_sequential"
-        )
-        if "probe_epochs" not in overrides and name == "quick":
-            base["probe_epochs"] = (base.get("epochs", 3),)
-        if stage_probes:
-            base["probe_epochs"] = ()
-        cfg = cls(**base)
-        if stage_probes:  # probe at the end of every stage (block)
-            cfg.probe_epochs = tuple(range(0, cfg.total_epochs() + 1, cfg.epochs))
-        cfg.validate()
-        return cfg
-
-    def __post_init__(self) -> None:
-        self.milestones = tuple(int(m) for m in self.milestones)
-        self.probe_epochs = tuple(int(e) for e in self.probe_epochs)
-
-    # -------------------------------------------------------------- validation
-    def validate(self) -> None:
-        """Raise ``ValueError`` naming the field and the allowed values for any bad setting."""
-
-        def choice(name: str, allowed: Sequence[str]) -> None:
-            value = getattr(self, name)
-            if value not in allowed:
-                raise ValueError(f"{name} must be one of {list(allowed)}, got {value!r}")
-
-        def positive_int(name: str, minimum: int = 1) -> None:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-
-        def positive(name: str) -> None:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-                raise ValueError(f"{name} must be a positive number, got {value!r}")
-
-        choice("model", MODELS)
-        choice("dataset", DATASETS)
-        choice("method", METHODS)
-        choice("optimizer", OPTIMIZERS)
-        choice("local_loss", LOCAL_LOSSES)
-        if self.method == "e2e":
-            if self.head != "none":
-                raise ValueError(
-                    f"head must be 'none' when method='e2e' (heads belong to layer-wise methods), "
-                    f"got {self.head!r}"
-                )
-            if self.local_loss != "cross_entropy":
-                raise ValueError(
-                    f"local_loss must be 'cross_entropy' when method='e2e', got {self.local_loss!r}"
-                )
-        else:
-            choice("head", HEADS)
-        if self.local_loss == "supcon" and not self.augment:
-            raise ValueError("local_loss='supcon' needs two augmented views: set augment=True")
-        for name in (
-            "epochs",
-            "batch_size",
-            "eval_size",
-            "chunk_size",
-            "probe_size",
-            "probe_steps",
-        ):
-            positive_int(name)
-        positive_int("seed", 0)
-        for name in ("lr", "width", "sigma", "eps"):
-            positive(name)
-        if not 0 <= self.weight_decay:
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
-        if not 0 < self.gamma <= 1:
-            raise ValueError(f"gamma must be in (0, 1], got {self.gamma!r}")
-        if self.chunk_size < 4:
-            raise ValueError(f"chunk_size must be >= 4, got {self.chunk_size}")
-        if self.eval_size % self.chunk_size:
-            raise ValueError(
-                f"eval_size must be a multiple of chunk_size={self.chunk_size}, got {self.eval_size}"
-            )
-        info = INFO[self.dataset]
-        if self.eval_size > info.test_size:
-            raise ValueError(
-                f"eval_size must be <= {info.test_size} (the {self.dataset} test set), "
-                f"got {self.eval_size}"
-            )
-        train_n = info.train_size if self.train_size is None else self.train_size
-        if self.train_size is not None:
-            positive_int("train_size")
-            if self.train_size > info.train_size:
-                raise ValueError(
-                    f"train_size must be <= {info.train_size} (the {self.dataset} training set), "
-                    f"got {self.train_size}"
-                )
-        if self.probe_size > train_n:
-            raise ValueError(
-                f"probe_size must be <= {train_n} (training images), got {self.probe_size}"
-            )
-        total = self.total_epochs()
-        bad = [e for e in self.probe_epochs if not 0 <= e <= total]
-        if bad:
-            raise ValueError(
-                f"probe_epochs must lie in [0, {total}], got {list(self.probe_epochs)}"
-            )
-        if any(m < 1 for m in self.milestones) or list(self.milestones) != sorted(self.milestones):
-            raise ValueError(
-                f"milestones must be increasing epochs >= 1, got {list(self.milestones)}"
-            )
-        try:
-            pick_device(self.device)
-        except ValueError as exc:
-            raise ValueError(f"device: {exc}") from None
-
-    def total_epochs(self) -> int:
-        """Total epochs of the run (sequential: stages x epochs, stages = blocks + classifier)."""
-        if self.method != "layerwise_sequential":
-            return self.epochs
-        info = INFO[self.dataset]
-        model = build_model(
-            self.model, info.num_classes, info.in_channels, info.image_size, self.width
-        )
-        return self.epochs * (len(model.blocks) + 1)
-
-    # -------------------------------------------------------------- identity
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (tuples as lists)."""
-        d = dataclasses.asdict(self)
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        """Inverse of :meth:`to_dict`; unknown keys are rejected."""
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - fields)
-        if unknown:
-            raise ValueError(f"unknown TrainConfig field(s) {unknown}; allowed: {sorted(fields)}")
-        return cls(**d)
-
-    def identity(self) -> dict[str, Any]:
-        """The fields that define the results (not where they are written or the device name)."""
-        d = self.to_dict()
-        for key in ("results_dir", "run_name", "device", "data_root", "download"):
-            d.pop(key)
-        return d
-
-    def run_id(self) -> str:
-        """``run_name`` if set, else ``<model>-<method>-<head>-<dataset>-s<seed>-<hash of config>``."""
-        if self.run_name:
-            return self.run_name
-        digest = hashlib.sha1(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:8]
-        return f"{self.model}-{self.method}-{self.head}-{self.dataset}-s{self.seed}-{digest}"
-
-    def run_dir(self) -> Path:
-        """The run's folder ``<results_dir>/<run_id>``."""
-        return Path(self.results_dir) / self.run_id()
-
-
-# ------------------------------------------------------------------------------------------------
-# Results on disk
-# ------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Run:
-    """A training run's config, folder and tidy metric tables (``epochs`` and ``layers``)."""
-
-    config: TrainConfig
-    path: Path
-    epochs: pd.DataFrame
-    layers: pd.DataFrame
-    complete: bool
-
-    @classmethod
-    def load(cls, path: str | Path) -> Run:
-        """Read a run folder written by :func:`train`."""
-        path = Path(path)
-        if not (path / "config.json").exists():
-            raise ValueError(f"path {str(path)!r} holds no run (config.json missing)")
-        meta = json.loads((path / "config.json").read_text())
-        epochs = pd.read_csv(path / "epochs.csv") if (path / "epochs.csv").exists() else None
-        layers = pd.read_csv(path / "layers.csv") if (path / "layers.csv").exists() else None
-        return cls(
-            config=TrainConfig.from_dict(meta["config"]),
-            path=path,
-            epochs=epochs if epochs is not None else pd.DataFrame(columns=EPOCH_COLUMNS),
-            layers=layers if layers is not None else pd.DataFrame(columns=LAYER_COLUMNS),
-            complete=bool(meta.get("complete", False)),
-        )
-
-    def load_model(self, map_location: str = "cpu") -> BlockNet:
-        """The model of the last checkpoint (eval mode)."""
-        cfg = self.config
-        info = INFO[cfg.dataset]
-        model = build_model(
-            cfg.model, info.num_classes, info.in_channels, info.image_size, cfg.width
-        )
-        state = torch.load(
-            self.path / "checkpoint.pt", map_location=map_location, weights_only=False
-        )
-        model.load_state_dict(state["model"])
-        return model.eval()
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temp file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    """``torch.save`` through a temp file and a rename."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _write_meta(path: Path, cfg: TrainConfig, complete: bool) -> None:
-    meta = {"config": cfg.to_dict(), "run_id": cfg.run_id(), "complete": complete}
-    atomic_write_text(path / "config.json", json.dumps(meta, indent=2) + "\n")
-
-
 def _config_differences(a: TrainConfig, b: TrainConfig) -> list[str]:
+    """The identity fields where two configs differ, as ``field: stored ..., given ...``."""
     da, db = a.identity(), b.identity()
     return [f"{k}: stored {db[k]!r}, given {da[k]!r}" for k in da if da[k] != db.get(k)]
 
@@ -411,21 +93,6 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-@contextmanager
-def _evaluating(*modules: nn.Module) -> Iterator[None]:
-    """Put modules in eval mode and restore each one's (and each submodule's) previous mode."""
-    modes = [[(m, m.training) for m in mod.modules()] for mod in modules]
-    for mod in modules:
-        mod.eval()
-    try:
-        with torch.no_grad():
-            yield
-    finally:
-        for group in modes:
-            for m, was_training in group:
-                m.train(was_training)
-
-
 class Trainer:
     """Holds one run's state (model, heads, optimizer, data, recorder) and trains it epoch by epoch."""
 
@@ -463,10 +130,8 @@ class Trainer:
         self.train_set: Dataset = _TwoViews(train) if cfg.local_loss == "supcon" else train
         self.test_set = test
         x_eval, y_eval = eval_subset(test, cfg.eval_size)
-        self.plane = InfoPlane(
-            x_eval, y_eval, chunk_size=cfg.chunk_size, sigma=cfg.sigma, eps=cfg.eps,
-            device=self.device, floor=cfg.floor, seed=cfg.seed,
-        )  # fmt: skip
+        self.recorder = PlaneRecorder(x_eval, y_eval, cfg.measure_config(), device=self.device)
+        self.plane = self.recorder.plane
         self.x_eval, self.y_eval = x_eval, y_eval
         # model and heads
         self.model = build_model(
@@ -480,6 +145,8 @@ class Trainer:
             self.heads = nn.ModuleList(build_head(cfg.head, s, out_dim) for s in shapes)
             self.heads.to(self.device)
         self.num_blocks = len(self.model.blocks)
+        num_params = sum(p.numel() for p in self.model.parameters())
+        self.save_epochs = set(weight_epochs(cfg.total_epochs(), num_params, cfg.save_epochs))
         self.stage = -1
         self._new_optimizer()
         use_amp = cfg.amp and self.device.type == "cuda"
@@ -618,7 +285,7 @@ class Trainer:
         """Test accuracy of the classifier and of every auxiliary head (NaN without one)."""
         correct, head_correct, seen = 0, [0] * self.num_blocks, 0
         loader = make_loader(self.test_set, 256, shuffle=False)
-        with _evaluating(self.model, self.heads):
+        with evaluating(self.model, self.heads):
             for x, y in loader:
                 x, y = x.to(self.device), y.to(self.device)
                 logits, zs = self.model(x, return_blocks=True)
@@ -632,18 +299,11 @@ class Trainer:
         return correct / seen, heads
 
     def measure_plane(self) -> pd.DataFrame:
-        """nHSIC(X;Z), nHSIC(Y;Z) of every block and the logits on the fixed evaluation chunks."""
-        per_chunk = []
-        with _evaluating(self.model):
-            for i in range(self.plane.num_chunks):
-                x, _ = self.plane.chunk(i)
-                logits, zs = self.model(x.to(self.device), return_blocks=True)
-                reps = dict(zip(self.layer_names, [*zs, logits], strict=True))
-                per_chunk.append(self.plane.measure_chunk(i, reps))
-        return self.plane.summarize(per_chunk)
+        """nHSIC(X;Z), nHSIC(Y;Z) (and the floor) of every block and the logits, one row per layer."""
+        return self.recorder.measure(self.model)
 
     def probe(self) -> pd.DataFrame:
-        """Linear probes per block (paper_spec section 9)."""
+        """Linear probes per block (docs/method.md §9)."""
         x_tr, y_tr = eval_subset(self.train_plain, self.cfg.probe_size)
         return probe_blocks(
             self.model, x_tr.to(self.device), y_tr.to(self.device), self.x_eval.to(self.device),
@@ -654,15 +314,20 @@ class Trainer:
     def record(self, epoch: int, stats: dict[str, Any]) -> None:
         """Measure the model after ``epoch`` and append the epoch's rows to the tables."""
         cfg = self.cfg
-        base = {"run": cfg.run_id(), "method": cfg.method, "head": cfg.head, "epoch": epoch}
+        base = {
+            "run": cfg.run_id(), "method": cfg.method, "head": cfg.head, "dataset": cfg.dataset,
+            "num_classes": self.num_classes, "epoch": epoch,
+        }  # fmt: skip
         test_acc, head_acc = self.evaluate()
         self.epoch_rows.append({**base, **stats, "test_acc": test_acc})
         plane = self.measure_plane()
         probes = self.probe() if epoch in cfg.probe_epochs else None
-        for index, row in enumerate(plane.to_dict("records")):
+        settings = self.recorder.mcfg.columns()
+        for row in plane.to_dict("records"):
+            index = int(row["layer_index"])
             out = {**base, "layer": row["layer"], "layer_index": index}
-            for col in LAYER_COLUMNS[6:12]:
-                out[col] = row.get(col, math.nan)
+            out.update({col: row[col] for col in PLANE_COLUMNS})
+            out.update(settings)
             out["probe_train_acc"] = out["probe_test_acc"] = math.nan
             if probes is not None and index < self.num_blocks:
                 out["probe_train_acc"] = float(probes.iloc[index]["probe_train_acc"])
@@ -703,12 +368,14 @@ class Trainer:
     def save(self, complete: bool) -> None:
         """Write checkpoint, tables and config atomically (each file via temp file + rename)."""
         self.path.mkdir(parents=True, exist_ok=True)
+        if self.epoch in self.save_epochs:  # model weights first: re-measurement reads them
+            atomic_torch_save(self.model.state_dict(), weights_path(self.path, self.epoch))
         atomic_torch_save(self.state(), self.path / "checkpoint.pt")
         epochs = pd.DataFrame(self.epoch_rows, columns=EPOCH_COLUMNS)
         layers = pd.DataFrame(self.layer_rows, columns=LAYER_COLUMNS)
         atomic_write_text(self.path / "epochs.csv", epochs.to_csv(index=False))
         atomic_write_text(self.path / "layers.csv", layers.to_csv(index=False))
-        _write_meta(self.path, self.cfg, complete)
+        write_meta(self.path, self.cfg, complete)
 
 
 def train(
@@ -722,7 +389,9 @@ def train(
     """Train ``cfg`` and record the information plane every epoch; returns the finished :class:`Run`.
 
     ``resume=True`` continues from the run folder's last checkpoint, or returns the stored run at once
-    when it is complete (runs are cached by config). An existing folder is never overwritten unless
+    when it is complete (runs are cached by the identity of the config: the measurement settings are
+    not part of it, and a stored run keeps recording with its own; re-measure with
+    :func:`ibstudy.measure.measure`). An existing folder is never overwritten unless
     ``overwrite=True``. ``stop_after=k`` stops after global epoch k (for budgets and tests).
     """
     cfg.validate()
@@ -731,6 +400,8 @@ def train(
     if meta_path.exists():
         stored = TrainConfig.from_dict(json.loads(meta_path.read_text())["config"])
         diffs = _config_differences(cfg, stored)
+        if not overwrite:  # the stored run keeps recording with its own estimator settings
+            cfg = dataclasses.replace(cfg, **{f: getattr(stored, f) for f in MEASURE_FIELDS})
         if diffs and not overwrite:
             raise ValueError(
                 f"run folder {str(path)!r} holds a run with a different config ("
@@ -772,63 +443,6 @@ def train(
     return Run.load(path)
 
 
-# ------------------------------------------------------------------------------------------------
-# Command line: python -m ibstudy train ...
-# ------------------------------------------------------------------------------------------------
-
-
-def add_train_parser(subparsers: Any) -> None:
-    """Add the ``train`` sub-command (every TrainConfig field is an option) to ``subparsers``."""
-    parser = subparsers.add_parser(
-        "train",
-        help="train one model E2E or layer-wise and record the information plane",
-        description="Train one run; metrics go to <results-dir>/<run-name>/ (epochs.csv, layers.csv).",
-    )
-    parser.add_argument("--preset", choices=PRESETS, default="quick", help="base settings")
-    parser.add_argument("--resume", action="store_true", help="continue (or reuse) a stored run")
-    parser.add_argument("--overwrite", action="store_true", help="replace a stored run")
-    defaults = TrainConfig()
-    for f in dataclasses.fields(TrainConfig):
-        opt = "--" + f.name.replace("_", "-")
-        default = getattr(defaults, f.name)
-        if isinstance(default, bool):
-            parser.add_argument(opt, type=_parse_bool, default=None, metavar="true|false")
-        elif isinstance(default, tuple):
-            parser.add_argument(opt, type=_parse_ints, default=None, metavar="N,N,...")
-        elif f.name == "train_size":
-            parser.add_argument(opt, type=int, default=None)
-        else:
-            parser.add_argument(opt, type=type(default), default=None)
-    parser.set_defaults(func=_train_main)
-
-
-def _parse_bool(text: str) -> bool:
-    if text.lower() in ("1", "true", "yes"):
-        return True
-    if text.lower() in ("0", "false", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-
-
-def _parse_ints(text: str) -> tuple[int, ...]:
-    return tuple(int(t) for t in text.split(",") if t.strip())
-
-
-def _train_main(args: argparse.Namespace) -> int:
-    names = [f.name for f in dataclasses.fields(TrainConfig)]
-    overrides = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
-    try:
-        cfg = TrainConfig.preset(args.preset, **overrides)
-        run = train(cfg, resume=args.resume, overwrite=args.overwrite)
-    except (ValueError, TrainingDiverged) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    last = run.epochs.iloc[-1]
-    print(f"run {cfg.run_id()} -> {run.path}: test_acc {last['test_acc']:.4f}")
-    return 0
-
-
 __all__ = [
-    "METHODS", "OPTIMIZERS", "PRESETS", "Run", "TrainConfig", "Trainer", "TrainingDiverged",
-    "add_train_parser", "train",
+    "METHODS", "OPTIMIZERS", "PRESETS", "Run", "TrainConfig", "Trainer", "TrainingDiverged", "train",
 ]  # fmt: skip

@@ -7,14 +7,29 @@ import math
 import pytest
 import torch
 
+from ibstudy.hsic import hsic
 from ibstudy.losses import (
     LOCAL_LOSSES,
     cross_entropy,
+    kernel_mass,
     same_class_share,
     similarity_matching_loss,
+    snn_hsic_identity,
     snn_loss,
+    sq_dists,
     supcon_loss,
 )
+
+
+def _sq_dists_ref(z: torch.Tensor) -> torch.Tensor:
+    """||z_i - z_j||^2 by an explicit double loop over the flattened rows (float64 reference)."""
+    z = z.double().flatten(1)
+    m = z.shape[0]
+    d = torch.empty(m, m, dtype=torch.float64)
+    for i in range(m):
+        for j in range(m):
+            d[i, j] = float(((z[i] - z[j]) ** 2).sum())
+    return d
 
 
 def _gauss_gram(z: torch.Tensor, t: float) -> torch.Tensor:
@@ -55,6 +70,49 @@ def _supcon_ref(z1, z2, y, t, bt) -> float:
 
 def test_local_losses_names() -> None:
     assert LOCAL_LOSSES == ("cross_entropy", "supcon", "similarity_matching")
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_sq_dists_matches_float64_loop(dtype: torch.dtype) -> None:
+    g = torch.Generator().manual_seed(7)
+    # an offset far from the origin: ||u||^2 + ||v||^2 - 2 u.v cancels, the diagonal would not be 0
+    z = (torch.randn(15, 2, 3, generator=g, dtype=torch.float64) * 2 + 40).to(dtype)
+    d = sq_dists(z)
+    assert d.dtype == dtype and d.shape == (15, 15)
+    assert torch.equal(d.diagonal(), torch.zeros(15, dtype=dtype))  # exactly 0
+    assert bool((d >= 0).all())
+    ref = _sq_dists_ref(z)
+    if dtype == torch.float64:
+        torch.testing.assert_close(d, ref, rtol=1e-9, atol=1e-9)
+        torch.testing.assert_close(d, d.T, rtol=0, atol=1e-9)
+    else:  # cancellation against ||z||^2 ~ 1e4: absolute error of a few float32 ulps of 1e4
+        torch.testing.assert_close(d, ref.float(), rtol=1e-4, atol=2e-2)
+        torch.testing.assert_close(d, d.T, rtol=0, atol=2e-2)
+
+
+def test_sq_dists_known_values_and_bad_input() -> None:
+    z = torch.tensor([[0.0, 0.0], [3.0, 4.0], [0.0, 1.0]], dtype=torch.float64)
+    expected = torch.tensor([[0.0, 25.0, 1.0], [25.0, 0.0, 18.0], [1.0, 18.0, 0.0]])
+    torch.testing.assert_close(sq_dists(z), expected.double(), rtol=0, atol=1e-12)
+    assert torch.equal(sq_dists(torch.ones(4, 3)), torch.zeros(4, 4))  # identical rows
+    with pytest.raises(ValueError, match="shape"):
+        sq_dists(torch.ones(3))
+
+
+@pytest.mark.parametrize("t", [0.5, 2.0])
+def test_kernel_mass_matches_float64_loop(t: float) -> None:
+    g = torch.Generator().manual_seed(8)
+    z = torch.randn(11, 3, generator=g, dtype=torch.float64)
+    k = _gauss_gram(z, t)
+    ref = [sum(float(k[i, j]) for j in range(11) if j != i) / 10 for i in range(11)]
+    torch.testing.assert_close(
+        kernel_mass(z, t), torch.tensor(ref, dtype=torch.float64), rtol=1e-12, atol=1e-15
+    )  # atol: kernel values of far points underflow differently in the two forms (~1e-19)
+    assert kernel_mass(z.float(), t).dtype == torch.float32
+    with pytest.raises(ValueError, match="temperature"):
+        kernel_mass(z, 0.0)
+    with pytest.raises(ValueError, match="N >= 2"):
+        kernel_mass(z[:1], t)
 
 
 def test_cross_entropy_known_values() -> None:
@@ -143,6 +201,66 @@ def test_hsic_snn_identity_balanced_classes(t: float) -> None:
     r = same_class_share(z, y, t)
     rhs = float(((d - 1.0) * (r - 1.0 / c)).sum()) + m * (1 - 1.0 / c)
     assert lhs == pytest.approx(rhs, rel=1e-10)
+    out = snn_hsic_identity(z, y, t)
+    for key in ("lhs", "rhs", "rhs_full"):
+        assert out[key] == pytest.approx(lhs, rel=1e-10)
+    torch.testing.assert_close(kernel_mass(z, t), (d - 1.0) / (m - 1))
+
+
+# the identity tr(K H L H) = sum_i D'_i (r_i - 1/C) + m (1 - 1/C), via snn_hsic_identity
+def _balanced(m: int, c: int, d: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    y = torch.arange(m) % c
+    z = torch.randn(m, d, generator=gen, dtype=torch.float64) + y[:, None].double()
+    return z, y
+
+
+@pytest.mark.parametrize(("m", "c", "d", "t"), [(64, 2, 2, 1.0), (90, 3, 5, 0.5), (40, 4, 1, 3.0)])
+def test_snn_hsic_identity_on_random_data(m: int, c: int, d: int, t: float) -> None:
+    z, y = _balanced(m, c, d, seed=m)
+    out = snn_hsic_identity(z, y, t)
+    assert out["abs_diff"] < 1e-8
+    assert out["lhs"] == pytest.approx(out["rhs"], rel=1e-12)
+    assert out["num_classes"] == c and out["m"] == m
+    # the same number from the study's HSIC estimator with the matching Gaussian bandwidth
+    sigma = math.sqrt(t / (2 * d))
+    ref = hsic(z, y, kernel_a="gaussian", kernel_b="linear", sigma=sigma)
+    assert out["hsic"] == pytest.approx(ref, rel=1e-10)
+    assert out["snn_loss"] == pytest.approx(float(snn_loss(z, y, t)), rel=1e-12)
+
+
+def test_snn_hsic_identity_known_values() -> None:
+    """Two tight pairs at distance a: lhs = 4 (1 - q), L_SNN = log(1 + 2q), q = exp(-a^2 / T)."""
+    a, t = 1.5, 2.0
+    z = torch.tensor([[0.0], [0.0], [a], [a]], dtype=torch.float64)
+    y = torch.tensor([0, 0, 1, 1])
+    q = math.exp(-(a**2) / t)
+    out = snn_hsic_identity(z, y, t)
+    assert out["lhs"] == pytest.approx(4 * (1 - q), rel=1e-12)
+    assert out["rhs"] == pytest.approx(4 * (1 - q), rel=1e-12)
+    assert out["snn_loss"] == pytest.approx(math.log(1 + 2 * q), rel=1e-12)
+    assert out["mean_r"] == pytest.approx(1 / (1 + 2 * q), rel=1e-12)
+
+
+def test_snn_hsic_identity_jensen_on_random_data() -> None:
+    for seed in range(5):
+        z, y = _balanced(50, 2, 3, seed)
+        out = snn_hsic_identity(z, y, 1.0)
+        assert out["mean_r"] >= out["exp_neg_snn"]
+        assert 0.0 < out["exp_neg_snn"] < 1.0
+
+
+def test_snn_hsic_identity_rejects_unbalanced_or_bad_input() -> None:
+    z = torch.randn(6, 2, dtype=torch.float64)
+    with pytest.raises(ValueError, match="balanced"):
+        snn_hsic_identity(z, torch.tensor([0, 0, 0, 0, 1, 1]), 1.0)
+    for bad in (0.0, -1.0, math.inf, math.nan, True):
+        with pytest.raises(ValueError, match="temperature"):
+            snn_hsic_identity(z, torch.tensor([0, 1, 0, 1, 0, 1]), bad)
+    with pytest.raises(ValueError, match="integer"):
+        snn_hsic_identity(z, torch.tensor([0.0, 1, 0, 1, 0, 1]), 1.0)
+    with pytest.raises(ValueError, match="shape"):
+        snn_hsic_identity(torch.randn(6), torch.tensor([0, 1, 0, 1, 0, 1]), 1.0)
 
 
 def test_jensen_mean_share_at_least_exp_minus_snn() -> None:

@@ -1,0 +1,364 @@
+"""What defines a training run (:class:`TrainConfig`, its presets) and an estimator (:class:`MeasureConfig`).
+
+Pure dataclasses and validation; importing this module does not import torch (the dataset, model and
+device facts that validation needs are imported when ``validate`` runs). A run's identity, and so its
+folder, depends only on the fields that change what is trained: the measurement settings are a
+:class:`MeasureConfig` and never force a retrain (docs/method.md §10). Presets: docs/method.md §8.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ibstudy.checks import check_bool, check_choice, check_int, check_int_list, check_real
+
+__all__ = [
+    "BANDWIDTHS",
+    "ESTIMATORS",
+    "MEASURE_FIELDS",
+    "METHODS",
+    "MeasureConfig",
+    "OPTIMIZERS",
+    "PRESETS",
+    "TrainConfig",
+    "weight_epochs",
+]
+
+METHODS: tuple[str, ...] = ("e2e", "layerwise", "layerwise_sequential")
+OPTIMIZERS: tuple[str, ...] = ("adam", "sgd")
+PRESETS: tuple[str, ...] = ("quick", "paper")
+BANDWIDTHS: tuple[str, ...] = ("fixed", "median")
+ESTIMATORS: tuple[str, ...] = ("nhsic", "nhsic_cka")
+#: TrainConfig fields that say how the plane is measured during training (not part of the run id)
+MEASURE_FIELDS: tuple[str, ...] = ("eval_size", "chunk_size", "sigma", "eps", "floor")
+#: TrainConfig fields that say where and how a run is stored or executed (not part of the run id)
+_PLACE_FIELDS: tuple[str, ...] = ("results_dir", "run_name", "device", "data_root", "download")
+#: models with at least this many parameters store weights on a log-spaced epoch schedule
+LARGE_MODEL_PARAMS = 1_000_000
+LOG_SCHEDULE_POINTS = 24  # [ours] about this many stored epochs for a large model
+
+
+# ------------------------------------------------------------------------------------------------
+# MeasureConfig
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MeasureConfig:
+    """One estimator of the information plane (docs/method.md §3, §10); its hash names its cache."""
+
+    eval_size: int = 512  # the first eval_size test images, in order
+    chunk_size: int = 256  # nHSIC sample size m; eval_size must be a multiple
+    bandwidth: str = "fixed"  # "fixed": sigma * sqrt(d) (the paper's); "median": median heuristic
+    sigma: float = 5.0  # used by the fixed bandwidth only
+    eps: float = 1e-5  # NOCCO ridge
+    floor_perms: int = 1  # permutations per chunk for the floor (0: no floor)
+    estimator: str = "nhsic"  # "nhsic" | "nhsic_cka"
+    floor_seed: int = 0  # seeds the floor's permutations (chunk i: floor_seed + i)
+
+    def validate(self, dataset: str | None = None) -> MeasureConfig:
+        """Raise ValueError naming the setting and the allowed values; ``dataset`` bounds eval_size."""
+        check_int("eval_size", self.eval_size, minimum=4)
+        check_int("chunk_size", self.chunk_size, minimum=4)
+        if self.eval_size % self.chunk_size:
+            raise ValueError(
+                f"chunk_size must divide eval_size (eval_size must be a multiple of chunk_size="
+                f"{self.chunk_size}), got eval_size={self.eval_size}, chunk_size={self.chunk_size}"
+            )
+        check_choice("bandwidth", self.bandwidth, BANDWIDTHS)
+        check_real("sigma", self.sigma, minimum=0.0, include_minimum=False)
+        check_real("eps", self.eps, minimum=0.0, include_minimum=False)
+        check_int("floor_perms", self.floor_perms, minimum=0)
+        check_choice("estimator", self.estimator, ESTIMATORS)
+        check_int("floor_seed", self.floor_seed, minimum=0)
+        if dataset is not None:
+            from ibstudy.data import INFO
+
+            test_size = INFO[dataset].test_size
+            if self.eval_size > test_size:
+                raise ValueError(
+                    f"eval_size must be <= {test_size} (the {dataset} test set), got {self.eval_size}"
+                )
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> MeasureConfig:
+        """Inverse of :meth:`to_dict`; unknown keys are rejected."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - fields)
+        if unknown:
+            raise ValueError(f"unknown MeasureConfig field(s) {unknown}; allowed: {sorted(fields)}")
+        return cls(**d)
+
+    def digest(self) -> str:
+        """10 hex digits of the settings' hash (the cache file's name)."""
+        text = json.dumps(self.to_dict(), sort_keys=True)
+        return hashlib.sha1(text.encode()).hexdigest()[:10]
+
+    def measure_id(self) -> str:
+        """A readable id: ``<estimator>-<bandwidth>-m<chunk_size>-<digest>``."""
+        return f"{self.estimator}-{self.bandwidth}-m{self.chunk_size}-{self.digest()}"
+
+    def columns(self) -> dict[str, Any]:
+        """The settings as table columns (every measurement table carries them)."""
+        return {**self.to_dict(), "measure_id": self.measure_id()}
+
+
+# ------------------------------------------------------------------------------------------------
+# TrainConfig
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run; two runs with equal configs give equal metrics (CPU)."""
+
+    model: str = "lenet5"
+    dataset: str = "mnist5k"
+    method: str = "e2e"
+    head: str = "none"  # auxiliary head of layer-wise methods: "linear" | "mlp"; "none" for e2e
+    local_loss: str = "cross_entropy"
+    epochs: int = 3  # layerwise_sequential: epochs per stage (each block, then the classifier)
+    batch_size: int = 128
+    optimizer: str = "adam"
+    lr: float = 5e-4
+    weight_decay: float = 0.0
+    milestones: tuple[int, ...] = ()
+    gamma: float = 0.2
+    momentum: float = 0.9  # sgd only
+    seed: int = 0
+    device: str = "auto"
+    width: float = 1.0
+    augment: bool = False
+    train_size: int | None = None  # use only the first n training images (None = all)
+    eval_size: int = 512  # measured during training: the first eval_size test images
+    chunk_size: int = 256  # measured during training: nHSIC sample size m
+    sigma: float = 5.0  # measured during training: fixed bandwidth sigma * sqrt(d)
+    eps: float = 1e-5  # measured during training: NOCCO ridge
+    floor: bool = True  # measured during training: also record the permutation floor
+    probe_epochs: tuple[int, ...] = ()
+    probe_size: int = 2000  # training images for the linear probes (test: the evaluation subset)
+    probe_steps: int = 100
+    save_epochs: tuple[int, ...] = ()  # epochs whose weights are stored; () = automatic schedule
+    results_dir: str = "results/runs"
+    run_name: str = ""  # empty: derived from the config (see run_id)
+    data_root: str = "data"
+    download: bool = False
+    amp: bool = False  # mixed precision (CUDA only; ignored on other devices)
+
+    # -------------------------------------------------------------- construction
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> TrainConfig:
+        """``quick`` (minutes on a laptop CPU, mnist5k) or ``paper`` (docs/method.md §8), with overrides."""
+        check_choice("preset", name, PRESETS)
+        if name == "paper":
+            base: dict[str, Any] = dict(
+                dataset="cifar10", epochs=400, batch_size=128, optimizer="adam", lr=5e-4,
+                weight_decay=0.0, milestones=(200, 300, 350, 375), gamma=0.2, augment=True,
+                eval_size=1024, chunk_size=256, probe_epochs=(0, 50, 100, 200, 300, 400),
+                probe_size=10_000, probe_steps=200,
+            )  # fmt: skip
+            method = overrides.get("method", "e2e")
+            if method == "layerwise_sequential":
+                base.update(epochs=50, milestones=())
+        else:
+            base = dict(
+                dataset="mnist5k", epochs=3, batch_size=64, optimizer="adam", lr=1e-3,
+                weight_decay=0.0, milestones=(), eval_size=512, chunk_size=256, probe_size=2000,
+                probe_steps=100,
+            )  # fmt: skip
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(overrides) - fields)
+        if unknown:
+            raise ValueError(f"unknown TrainConfig field(s) {unknown}; allowed: {sorted(fields)}")
+        base.update(overrides)
+        if "head" not in overrides and base.get("method", "e2e") != "e2e":
+            base["head"] = "linear"
+        if "probe_size" not in overrides and base.get("train_size") is not None:
+            base["probe_size"] = min(base["probe_size"], base["train_size"])
+        stage_probes = (
+            "probe_epochs" not in overrides and base.get("method") == "layerwise_sequential"
+        )
+        if "probe_epochs" not in overrides and name == "quick":
+            base["probe_epochs"] = (base.get("epochs", 3),)
+        if stage_probes:
+            base["probe_epochs"] = ()
+        cfg = cls(**base)
+        if stage_probes:  # probe at the end of every stage (block)
+            cfg.probe_epochs = tuple(range(0, cfg.total_epochs() + 1, cfg.epochs))
+        cfg.validate()
+        return cfg
+
+    def __post_init__(self) -> None:
+        for name in ("milestones", "probe_epochs", "save_epochs"):
+            value = getattr(self, name)
+            if isinstance(value, list | tuple):
+                setattr(self, name, tuple(int(v) if _is_int(v) else v for v in value))
+
+    # -------------------------------------------------------------- validation
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the field and the allowed values for any bad setting."""
+        from ibstudy.data import DATASETS, INFO
+        from ibstudy.device import pick_device
+        from ibstudy.heads import HEADS
+        from ibstudy.losses import LOCAL_LOSSES
+        from ibstudy.models import MODELS
+
+        check_choice("model", self.model, MODELS)
+        check_choice("dataset", self.dataset, DATASETS)
+        check_choice("method", self.method, METHODS)
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        check_choice("local_loss", self.local_loss, LOCAL_LOSSES)
+        if self.method == "e2e":
+            if self.head != "none":
+                raise ValueError(
+                    f"head must be 'none' when method='e2e' (heads belong to layer-wise methods), "
+                    f"got {self.head!r}"
+                )
+            if self.local_loss != "cross_entropy":
+                raise ValueError(
+                    f"local_loss must be 'cross_entropy' when method='e2e', got {self.local_loss!r}"
+                )
+        else:
+            check_choice("head", self.head, HEADS)
+        if self.local_loss == "supcon" and not self.augment:
+            raise ValueError("local_loss='supcon' needs two augmented views: set augment=True")
+        for name in (
+            "epochs",
+            "batch_size",
+            "eval_size",
+            "chunk_size",
+            "probe_size",
+            "probe_steps",
+        ):
+            check_int(name, getattr(self, name), minimum=1)
+        check_int("seed", self.seed, minimum=0)
+        for name in ("lr", "width", "sigma", "eps"):
+            check_real(name, getattr(self, name), minimum=0.0, include_minimum=False)
+        check_real("weight_decay", self.weight_decay, minimum=0.0)
+        check_real("gamma", self.gamma, minimum=0.0, maximum=1.0, include_minimum=False)
+        check_bool("floor", self.floor)
+        self.measure_config().validate()
+        info = INFO[self.dataset]
+        if self.eval_size > info.test_size:
+            raise ValueError(
+                f"eval_size must be <= {info.test_size} (the {self.dataset} test set), "
+                f"got {self.eval_size}"
+            )
+        train_n = info.train_size if self.train_size is None else self.train_size
+        if self.train_size is not None:
+            check_int("train_size", self.train_size, minimum=1, maximum=info.train_size)
+        if self.probe_size > train_n:
+            raise ValueError(
+                f"probe_size must be <= {train_n} (training images), got {self.probe_size}"
+            )
+        total = self.total_epochs()
+        check_int_list("probe_epochs", self.probe_epochs)
+        bad = [e for e in self.probe_epochs if not 0 <= e <= total]
+        if bad:
+            raise ValueError(
+                f"probe_epochs must lie in [0, {total}], got {list(self.probe_epochs)}"
+            )
+        check_int_list("save_epochs", self.save_epochs)
+        bad = [e for e in self.save_epochs if not 0 <= e <= total]
+        if bad:
+            raise ValueError(f"save_epochs must lie in [0, {total}], got {list(self.save_epochs)}")
+        check_int_list("milestones", self.milestones, minimum=1)
+        if list(self.milestones) != sorted(self.milestones):
+            raise ValueError(
+                f"milestones must be increasing epochs >= 1, got {list(self.milestones)}"
+            )
+        try:
+            pick_device(self.device)
+        except ValueError as exc:
+            raise ValueError(f"device: {exc}") from None
+
+    def total_epochs(self) -> int:
+        """Total epochs of the run (sequential: stages x epochs, stages = blocks + classifier)."""
+        if self.method != "layerwise_sequential":
+            return self.epochs
+        return self.epochs * (self.num_blocks() + 1)
+
+    def num_blocks(self) -> int:
+        """Number of blocks of the configured model."""
+        from ibstudy.data import INFO
+        from ibstudy.models import build_model
+
+        info = INFO[self.dataset]
+        model = build_model(
+            self.model, info.num_classes, info.in_channels, info.image_size, self.width
+        )
+        return len(model.blocks)
+
+    def measure_config(self) -> MeasureConfig:
+        """The estimator recorded during training (the paper's: fixed bandwidth, NOCCO nHSIC)."""
+        return MeasureConfig(
+            eval_size=self.eval_size, chunk_size=self.chunk_size, bandwidth="fixed",
+            sigma=float(self.sigma), eps=float(self.eps), floor_perms=1 if self.floor else 0,
+            estimator="nhsic", floor_seed=self.seed,
+        )  # fmt: skip
+
+    # -------------------------------------------------------------- identity
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (tuples as lists)."""
+        d = dataclasses.asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        """Inverse of :meth:`to_dict`; unknown keys are rejected, missing ones take defaults."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - fields)
+        if unknown:
+            raise ValueError(f"unknown TrainConfig field(s) {unknown}; allowed: {sorted(fields)}")
+        return cls(**d)
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that define what is trained (not the measurement, storage or device)."""
+        d = self.to_dict()
+        for key in (*_PLACE_FIELDS, *MEASURE_FIELDS, "save_epochs"):
+            d.pop(key)
+        return d
+
+    def run_id(self) -> str:
+        """``run_name`` if set, else ``<model>-<method>-<head>-<dataset>-s<seed>-<hash of identity>``."""
+        if self.run_name:
+            return self.run_name
+        digest = hashlib.sha1(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:8]
+        return f"{self.model}-{self.method}-{self.head}-{self.dataset}-s{self.seed}-{digest}"
+
+    def run_dir(self) -> Path:
+        """The run's folder ``<results_dir>/<run_id>``."""
+        return Path(self.results_dir) / self.run_id()
+
+
+def weight_epochs(total: int, num_params: int, save_epochs: Sequence[int] = ()) -> tuple[int, ...]:
+    """Epochs whose model weights a run stores: ``save_epochs`` if given, else every epoch for models
+    below ``LARGE_MODEL_PARAMS`` parameters and a log-spaced schedule (always 0, 1 and ``total``) above."""
+    if save_epochs:
+        return tuple(sorted(set(int(e) for e in save_epochs)))
+    if num_params < LARGE_MODEL_PARAMS or total <= LOG_SCHEDULE_POINTS:
+        return tuple(range(total + 1))
+    ratio = total ** (1.0 / (LOG_SCHEDULE_POINTS - 1))
+    points = {0, total, *(round(ratio**k) for k in range(LOG_SCHEDULE_POINTS))}
+    return tuple(sorted(p for p in points if 0 <= p <= total))
+
+
+def _is_int(value: object) -> bool:
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and float(value).is_integer()
+    )

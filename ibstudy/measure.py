@@ -1,0 +1,186 @@
+"""Measurement as its own stage: the plane recorder and re-measurement of stored weights (docs/method.md §10).
+
+Training stores the model's weights at the recorded epochs; :func:`measure` reloads them and measures
+every block and the logits under any :class:`MeasureConfig` (bandwidth rule, m, eps, floor
+permutations, estimator), caching the table in the run folder under the config's digest. Training
+itself records through the same :class:`PlaneRecorder`, so re-measuring with a run's own measure
+config reproduces its ``layers.csv``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from ibstudy.checks import check_int_list
+from ibstudy.config import MeasureConfig
+from ibstudy.hsic import InfoPlane
+from ibstudy.store import Run, atomic_write_text
+from ibstudy.tables import MEASURE_COLUMNS, PLANE_COLUMNS
+
+__all__ = ["MeasureConfig", "PlaneRecorder", "cache_path", "evaluating", "measure"]
+
+
+@contextmanager
+def evaluating(*modules: nn.Module) -> Iterator[None]:
+    """Put modules in eval mode under ``no_grad`` and restore each submodule's previous mode."""
+    modes = [[(m, m.training) for m in mod.modules()] for mod in modules]
+    for mod in modules:
+        mod.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        for group in modes:
+            for m, was_training in group:
+                m.train(was_training)
+
+
+class PlaneRecorder:
+    """Measures a block-structured model's layers on a fixed evaluation subset under one estimator."""
+
+    def __init__(
+        self,
+        x_eval: Tensor,
+        y_eval: Tensor,
+        mcfg: MeasureConfig,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        """Cache the X and Y sides of every chunk (``x_eval``/``y_eval``: the first test images)."""
+        mcfg.validate()
+        if x_eval.shape[0] != mcfg.eval_size:
+            raise ValueError(
+                f"x_eval must hold eval_size={mcfg.eval_size} images, got {x_eval.shape[0]}"
+            )
+        self.mcfg = mcfg
+        self.device = torch.device(device)
+        self.plane = InfoPlane(
+            x_eval, y_eval, chunk_size=mcfg.chunk_size, sigma=mcfg.sigma, eps=mcfg.eps,
+            device=self.device, floor_perms=mcfg.floor_perms, seed=mcfg.floor_seed,
+            bandwidth=mcfg.bandwidth, estimator=mcfg.estimator,
+        )  # fmt: skip
+
+    def measure(self, model: nn.Module) -> pd.DataFrame:
+        """One row per layer (blocks, then ``logits``): layer, layer_index and the plane columns."""
+        per_chunk = []
+        names = [*model.block_names, "logits"]
+        with evaluating(model):
+            for i in range(self.plane.num_chunks):
+                x, _ = self.plane.chunk(i)
+                logits, zs = model(x.to(self.device), return_blocks=True)
+                reps = dict(zip(names, [*zs, logits], strict=True))
+                per_chunk.append(self.plane.measure_chunk(i, reps))
+        table = self.plane.summarize(per_chunk)
+        table.insert(1, "layer_index", range(len(table)))
+        for col in PLANE_COLUMNS:
+            if col not in table.columns:
+                table[col] = math.nan
+        return table[["layer", "layer_index", *PLANE_COLUMNS]]
+
+
+def cache_path(run: Run, mcfg: MeasureConfig) -> Path:
+    """The file that caches ``run``'s measurement under ``mcfg``."""
+    return run.path / "measures" / f"{mcfg.measure_id()}.csv"
+
+
+def _check_epochs(run: Run, epochs: Iterable[int] | None) -> list[int]:
+    """The requested epochs, each with stored weights, or ValueError saying what is available."""
+    stored = run.stored_epochs()
+    if not stored:
+        raise ValueError(
+            f"run folder {str(run.path)!r} stores no model weights (weights/epoch_NNNN.pt): it was "
+            f"trained before ibstudy stored weights, or its first epoch never finished; retrain it "
+            f"(train(cfg, overwrite=True) or `python -m ibstudy train ... --overwrite`) to "
+            f"re-measure it"
+        )
+    if epochs is None:
+        return stored
+    wanted = sorted(set(check_int_list("epochs", epochs, minimum=0)))
+    if not wanted:
+        raise ValueError("epochs must name at least one epoch (or be None for every stored epoch)")
+    missing = [e for e in wanted if e not in stored]
+    if missing:
+        raise ValueError(
+            f"epochs {missing} have no stored weights in {str(run.path)!r}; stored epochs: "
+            f"{_ranges(stored)}"
+        )
+    return wanted
+
+
+def _ranges(values: Sequence[int]) -> str:
+    """``0-3, 5, 8-9`` for a sorted list of ints."""
+    parts, start = [], None
+    for k, v in enumerate(values):
+        if start is None:
+            start = v
+        if k + 1 == len(values) or values[k + 1] != v + 1:
+            parts.append(str(start) if start == v else f"{start}-{v}")
+            start = None
+    return ", ".join(parts)
+
+
+def measure(
+    run: Run | str | os.PathLike[str],
+    mcfg: MeasureConfig | None = None,
+    epochs: Iterable[int] | None = None,
+    *,
+    device: str = "cpu",
+    progress: bool = False,
+) -> pd.DataFrame:
+    """Measure a stored run's layers at ``epochs`` (None: every stored epoch) under ``mcfg``.
+
+    ``mcfg=None`` is the run's own (the estimator recorded during training). Results are cached in
+    ``<run>/measures/<measure_id>.csv`` (written atomically; a second call reads the cache) and
+    returned as a tidy table with :data:`ibstudy.tables.MEASURE_COLUMNS`. Bad settings and missing
+    weights raise ``ValueError`` before any model is loaded; training files are never modified.
+    """
+    if not isinstance(run, Run):
+        run = Run.load(run)
+    cfg = run.config
+    mcfg = cfg.measure_config() if mcfg is None else mcfg
+    if not isinstance(mcfg, MeasureConfig):
+        raise ValueError(f"mcfg must be a MeasureConfig or None, got {type(mcfg).__name__}")
+    mcfg.validate(cfg.dataset)
+    wanted = _check_epochs(run, epochs)
+    path = cache_path(run, mcfg)
+    cached = pd.read_csv(path) if path.exists() else pd.DataFrame(columns=MEASURE_COLUMNS)
+    todo = [e for e in wanted if e not in set(cached["epoch"].astype(int))]
+    if todo:
+        from ibstudy.data import INFO, eval_subset, load_dataset
+        from ibstudy.device import pick_device
+
+        dev = pick_device(device)
+        test = load_dataset(cfg.dataset, split="test", root=cfg.data_root, download=False)
+        x_eval, y_eval = eval_subset(test, mcfg.eval_size)
+        recorder = PlaneRecorder(x_eval, y_eval, mcfg, device=dev)
+        base = {
+            "run": cfg.run_id(), "method": cfg.method, "head": cfg.head,
+            "dataset": cfg.dataset, "num_classes": INFO[cfg.dataset].num_classes,
+        }  # fmt: skip
+        settings = mcfg.columns()
+        frames = []
+        for epoch in tqdm(todo, desc=f"measure {mcfg.measure_id()}", disable=not progress):
+            model = run.load_model(epoch, map_location=str(dev)).to(dev)
+            table = recorder.measure(model)
+            frames.append(table.assign(**base, epoch=epoch, **settings))
+        fresh = pd.concat(frames, ignore_index=True)[MEASURE_COLUMNS]
+        cached = fresh if cached.empty else pd.concat([cached, fresh], ignore_index=True)
+        cached = cached.sort_values(["epoch", "layer_index"], kind="stable", ignore_index=True)
+        atomic_write_text(path, cached.to_csv(index=False))
+    out = cached[cached["epoch"].astype(int).isin(wanted)]
+    return out.reset_index(drop=True)[MEASURE_COLUMNS]
+
+
+def measure_settings(**overrides: Any) -> MeasureConfig:
+    """A validated MeasureConfig from keyword settings (None values keep the default)."""
+    values = {k: v for k, v in overrides.items() if v is not None}
+    return MeasureConfig.from_dict({**MeasureConfig().to_dict(), **values}).validate()
