@@ -5,7 +5,11 @@ LeNet5 on synthetic CIFAR-shaped images (10,000 by default):
    model, optimizer and batches (target <= 1.10x);
 2. a layer-wise epoch (linear heads) vs the E2E epoch (target <= 1.6x);
 3. the per-epoch analysis (nHSIC of every block and the logits on 1,024 samples, with the permutation
-   floor, no probes) as a fraction of one E2E epoch (target <= 0.25).
+   floor, no probes) as a fraction of one E2E epoch (target <= 0.25);
+4. re-measuring one stored epoch of a LeNet5 run on mnist5k (``ibstudy.measure.measure``: reload the
+   weights, every layer, floor on, cache write) as a fraction of training that epoch (target < 1:
+   re-measuring a whole run takes less time than training it), for the run's own estimator and for
+   the median bandwidth with 5 floor permutations.
 With ``--device cuda`` (or auto on a GPU machine) it also times a ResNet18 epoch with and without amp.
 
     python benchmarks/bench_training.py [--n 10000] [--device auto] [--repeats 3]
@@ -22,9 +26,11 @@ import time
 import torch
 from torch.utils.data import TensorDataset
 
+from ibstudy.config import MeasureConfig
 from ibstudy.data import make_loader
 from ibstudy.device import pick_device
-from ibstudy.training import TrainConfig, Trainer
+from ibstudy.measure import cache_path, measure
+from ibstudy.training import TrainConfig, Trainer, train
 
 
 def synthetic(n: int, seed: int) -> TensorDataset:
@@ -78,6 +84,32 @@ def make_trainer(model: str, method: str, data, device: str, tmp: str, **kw) -> 
     return Trainer(cfg, progress=False, data=data)
 
 
+def remeasure_section(device: torch.device, repeats: int, tmp: str) -> None:
+    """Section 4: re-measuring a stored LeNet5 epoch vs training it (mnist5k, quick preset)."""
+    cfg = TrainConfig.preset(
+        "quick", epochs=repeats + 1, device=str(device), results_dir=tmp, probe_epochs=()
+    )
+    run = train(cfg, progress=False)
+    t_train = statistics.median(run.epochs["seconds"].iloc[2:])  # epochs 2.. (1 warms up)
+    estimators = {
+        "own (fixed, m=256, 1 floor permutation)": cfg.measure_config(),
+        "median bandwidth, 5 floor permutations": MeasureConfig(bandwidth="median", floor_perms=5),
+    }
+    print("\nRe-measuring a stored LeNet5 epoch (mnist5k, 512 eval images, 5 layers)")
+    print(f"  training one epoch: {t_train:.2f} s (median of epochs 2-{repeats + 1})")
+    print(f"  {'estimator':<42} {'seconds':>8} {'/ train epoch':>14}  target")
+    for label, mcfg in estimators.items():
+        measure(run, mcfg, [1], device=str(device))  # warm-up (data, caches)
+        times = []
+        for epoch in range(2, repeats + 2):
+            cache_path(run, mcfg).unlink(missing_ok=True)
+            times.append(
+                timed(lambda e=epoch, m=mcfg: measure(run, m, [e], device=str(device)), device)
+            )
+        t = statistics.median(times)
+        print(f"  {label:<42} {t:>8.3f} {t / t_train:>14.3f}  < 1")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=10_000, help="synthetic training images")
@@ -113,6 +145,7 @@ def main() -> None:
         print(f"  {'ratio':<50} {'value':>7}  target")
         for name, value, target in rows:
             print(f"  {name:<50} {value:>7.3f}  {target}")
+        remeasure_section(device, args.repeats, tmp)
         if device.type == "cuda":
             print("\nResNet18 on the GPU (images/s)")
             for amp in (False, True):

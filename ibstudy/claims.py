@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from ibstudy.checks import check_int, check_real
 from ibstudy.tables import LOGITS, RUN_KEYS, check_one_estimator, num_classes_of
 from ibstudy.tables import blocks as _blocks
 from ibstudy.tables import check_table as _check_table
@@ -70,18 +71,12 @@ STATEMENTS = {
 
 def _check_fraction(value: object, name: str) -> float:
     """``value`` as a float in [0, 1), or ValueError."""
-    if isinstance(value, bool) or not isinstance(value, int | float | np.floating | np.integer):
-        raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
-    if not 0.0 <= float(value) < 1.0:
-        raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
-    return float(value)
+    return check_real(name, value, minimum=0.0, maximum=1.0, include_maximum=False)
 
 
 def _check_min_epochs(value: object) -> int:
     """``min_epochs`` as an int >= 2, or ValueError."""
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 2:
-        raise ValueError(f"min_epochs must be an int >= 2, got {value!r}")
-    return int(value)
+    return check_int("min_epochs", value, minimum=2)
 
 
 def _label(key: tuple) -> str:

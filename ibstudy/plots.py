@@ -33,6 +33,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
+from ibstudy.checks import check_real
 from ibstudy.store import atomic_write
 from ibstudy.tables import as_list as _as_list
 from ibstudy.tables import check_one_estimator
@@ -334,13 +335,7 @@ def _mark_every(n_points: int, most: int = 30) -> int:
 
 def _check_positive(value: float, name: str) -> None:
     """Raise ValueError unless `value` is a positive finite number."""
-    if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
-
-
-# ----------------------------------------------------------------------------------------------
-# figures
-# ----------------------------------------------------------------------------------------------
+    check_real(name, value, minimum=0.0, include_minimum=False)
 
 
 def plot_plane(

@@ -492,7 +492,7 @@ def test_empty_and_wrong_types() -> None:
         claims.claims_table(layers, epochs, C, scale=None)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="baseline must be 'each' or a"):
         claims.claims_table(layers, epochs, C, scale=SCALE, baseline=("e2e", "none"))
-    with pytest.raises(ValueError, match="margin must be a number in"):
+    with pytest.raises(ValueError, match=r"margin must be a finite number in \[0, 1\)"):
         claims.claims_table(layers, epochs, C, scale=SCALE, margin=-0.1)
     two_e2e = pd.concat([layers, layers.assign(run="e2e-2")[layers["method"] == "e2e"]])
     with pytest.raises(ValueError, match="2 E2E runs"):

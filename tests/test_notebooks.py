@@ -54,7 +54,7 @@ def test_every_notebook_executes_and_writes(study):
         assert executed.exists() and executed.stat().st_size > 0
     figures = {p.name for p in (study / "figures").iterdir()}
     for stem in ("00_samples", "02_lenet5_plane", "03_first_layer_heads", "04_resnet_probes",
-                 "05_resnet_plane"):  # fmt: skip
+                 "05_resnet_plane", "07_plane_0", "07_m_eps_grid", "07_scale_response"):  # fmt: skip
         assert f"{stem}.png" in figures and f"{stem}.pdf" in figures
         assert (study / "figures" / f"{stem}.png").stat().st_size > 1000
     for name in ("02_lenet5", "03_heads", "04_resnet", "05_resnet"):
@@ -64,6 +64,12 @@ def test_every_notebook_executes_and_writes(study):
     assert set(claims["claim"]) == {"C1", "C2", "C3", "C4"}
     assert set(claims["verdict"]) <= {"holds", "does not hold", "not measured"}
     assert claims["scale"].str.contains("1 epochs").all()
+    robust = pd.read_csv(study / "tables" / "07_claims_by_estimator.csv")
+    assert robust.groupby("estimator")["claim"].apply(sorted).map(tuple).nunique() == 1
+    assert robust["estimator"].nunique() == 4 and len(robust) == 16
+    # notebook 07 re-measured notebook 02's runs: it trained nothing new
+    runs = {p.name for p in (study / "runs").iterdir()}
+    assert sum(name.startswith("lenet5-") for name in runs) == 3  # 02: e2e, linear; 03: mlp
 
 
 def test_bad_parameter_value_reports_library_error(tmp_path):

@@ -1,0 +1,125 @@
+"""Tests for ibstudy.robustness (notebook 07's helpers) and the notebook glue in ibstudy.study."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from ibstudy import robustness
+from ibstudy.config import MeasureConfig
+from ibstudy.study import notebook_params, run_study
+from ibstudy.tables import MEASURE_COLUMNS
+
+
+def _measured(values: dict[str, list[float]], floors: dict[str, list[float]], mid: str = "m1"):
+    """A measurement table of two runs (e2e, layerwise) x epochs 0-3 x three layers."""
+    rows = []
+    for method, head in (("e2e", "none"), ("layerwise", "linear")):
+        for epoch in range(4):
+            for index, layer in enumerate(["b1", "b2", "logits"]):
+                f = floors[method][index]
+                v = f + (values[method][index] - f) * (1 + 0.1 * epoch)  # the excess grows
+                rows.append(
+                    {
+                        "run": method, "method": method, "head": head, "dataset": "mnist5k",
+                        "num_classes": 10, "epoch": epoch, "layer": layer, "layer_index": index,
+                        "nhsic_xz": v, "nhsic_yz": 5.0 + index, "nhsic_xz_std": 0.1,
+                        "nhsic_yz_std": 0.1, "floor_xz": f, "floor_yz": 1.0,
+                        "floor_xz_std": 0.5, "floor_yz_std": 0.0, "eval_size": 512,
+                        "chunk_size": 256, "bandwidth": "fixed", "sigma": 5.0, "eps": 1e-5,
+                        "floor_perms": 5, "estimator": "nhsic", "floor_seed": 0, "measure_id": mid,
+                    }
+                )  # fmt: skip
+    return pd.DataFrame(rows)[MEASURE_COLUMNS]
+
+
+def test_floor_corrected_and_z_scores():
+    t = _measured(
+        {"e2e": [10, 8, 6], "layerwise": [10, 5, 3]}, {"e2e": [9, 7, 5], "layerwise": [9, 4, 2]}
+    )
+    fc = robustness.floor_corrected(t)
+    np.testing.assert_allclose(fc["nhsic_xz"], t["nhsic_xz"] - t["floor_xz"])
+    assert (fc["floor_xz"] == 0).all() and set(fc["estimator"]) == {"nhsic-excess"}
+    assert set(fc["measure_id"]) == {"m1-excess"}
+    z = robustness.z_scores(t)
+    np.testing.assert_allclose(z["z_xz"], (t["nhsic_xz"] - t["floor_xz"]) / 0.5)
+    assert z["z_yz"].isna().all()  # a zero floor spread gives no z-score, not an infinity
+    with pytest.raises(ValueError, match="no permutation floor"):
+        robustness.floor_corrected(t.assign(floor_xz=math.nan, floor_yz=math.nan))
+
+
+def test_claims_by_estimator_flags_a_floor_driven_c1():
+    # raw values: layer-wise loses input information with depth faster (C1 holds on raw values) ...
+    raw = _measured(
+        {"e2e": [10, 9, 8], "layerwise": [10, 6, 4]}, {"e2e": [9, 8, 7], "layerwise": [9, 5, 3]}
+    )
+    # ... but above the floor both keep exactly 1: C1 must not hold on the corrected table
+    epochs = (
+        raw[["run", "method", "head", "epoch"]]
+        .drop_duplicates()
+        .assign(train_acc=0.9, test_acc=0.9)
+    )
+    table = robustness.claims_by_estimator(
+        {"raw": raw, "excess": robustness.floor_corrected(raw)}, epochs, scale="synthetic"
+    )
+    c1 = table[table["claim"] == "C1"].set_index("estimator")["verdict"]
+    assert c1["raw"] == "holds" and c1["excess"] == "does not hold"
+    assert set(table["estimator"]) == {"raw", "excess"} and len(table) == 8
+
+
+def test_claims_refuse_mixed_estimators():
+    a = _measured(
+        {"e2e": [1, 1, 1], "layerwise": [1, 1, 1]}, {"e2e": [0] * 3, "layerwise": [0] * 3}
+    )
+    b = a.assign(measure_id="m2")
+    epochs = (
+        a[["run", "method", "head", "epoch"]].drop_duplicates().assign(train_acc=1.0, test_acc=1.0)
+    )
+    with pytest.raises(ValueError, match="mixes 2 estimators"):
+        robustness.claims_by_estimator({"mixed": pd.concat([a, b])}, epochs, scale="s")
+
+
+def test_scale_response_median_flat_fixed_moves():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 10, generator=g, dtype=torch.float64)
+    y = torch.arange(64) % 2
+    z = x[:, :4] + 0.3 * torch.randn(64, 4, generator=g, dtype=torch.float64)
+    suite = robustness.estimator_suite(64, 32, floor_perms=2)
+    out = robustness.scale_response(x, y, z, [0.1, 1.0, 10.0], suite)
+    assert len(out) == 9
+    med = out[out["estimator"] == "median bandwidth"]["nhsic_xz"].to_numpy()
+    np.testing.assert_allclose(med, med[0], rtol=1e-9)
+    fixed = out[out["estimator"].str.startswith("paper")]["nhsic_xz"].to_numpy()
+    assert fixed[0] < 0.5 * fixed[-1]
+    with pytest.raises(ValueError, match="factors entries must be a finite number"):
+        robustness.scale_response(x, y, z, [0.0], suite)
+
+
+def test_estimator_suite():
+    suite = robustness.estimator_suite(512, 256, floor_perms=3)
+    assert [m.bandwidth for m in suite.values()] == ["fixed", "median", "fixed"]
+    assert [m.estimator for m in suite.values()] == ["nhsic", "nhsic", "nhsic_cka"]
+    assert all(isinstance(m, MeasureConfig) and m.floor_perms == 3 for m in suite.values())
+    with pytest.raises(ValueError, match="chunk_size must divide eval_size"):
+        robustness.estimator_suite(500, 256)
+
+
+def test_notebook_params_and_run_study_input():
+    ns = {
+        "preset": "quick",
+        "model": "lenet5",
+        "first_layer": "conv1",
+        "results_dir": "r",
+        "np": np,
+    }
+    assert notebook_params(ns) == {"preset": "quick", "model": "lenet5", "results_dir": "r"}
+    with pytest.raises(ValueError, match="variants must be a non-empty list"):
+        run_study("02_x", [])
+    with pytest.raises(ValueError, match="name must be a plain table name"):
+        run_study("a/b", [dict(method="e2e")])
+    with pytest.raises(ValueError, match="method must be one of"):
+        run_study("02_x", [dict(method="greedy")])
