@@ -95,10 +95,7 @@ class MeasureConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> MeasureConfig:
         """Inverse of :meth:`to_dict`; unknown keys are rejected."""
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - fields)
-        if unknown:
-            raise ValueError(f"unknown MeasureConfig field(s) {unknown}; allowed: {sorted(fields)}")
+        _check_fields(cls, d)
         return cls(**d)
 
     def digest(self) -> str:
@@ -178,10 +175,7 @@ class TrainConfig:
                 weight_decay=0.0, milestones=(), eval_size=512, chunk_size=256, probe_size=2000,
                 probe_steps=100,
             )  # fmt: skip
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(overrides) - fields)
-        if unknown:
-            raise ValueError(f"unknown TrainConfig field(s) {unknown}; allowed: {sorted(fields)}")
+        _check_fields(cls, overrides)
         base.update(overrides)
         if "head" not in overrides and base.get("method", "e2e") != "e2e":
             base["head"] = "linear"
@@ -318,10 +312,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         """Inverse of :meth:`to_dict`; unknown keys are rejected, missing ones take defaults."""
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - fields)
-        if unknown:
-            raise ValueError(f"unknown TrainConfig field(s) {unknown}; allowed: {sorted(fields)}")
+        _check_fields(cls, d)
         return cls(**d)
 
     def identity(self) -> dict[str, Any]:
@@ -353,6 +344,14 @@ def weight_epochs(total: int, num_params: int, save_epochs: Sequence[int] = ()) 
     ratio = total ** (1.0 / (LOG_SCHEDULE_POINTS - 1))
     points = {0, total, *(round(ratio**k) for k in range(LOG_SCHEDULE_POINTS))}
     return tuple(sorted(p for p in points if 0 <= p <= total))
+
+
+def _check_fields(cls: type, names: Any) -> None:
+    """ValueError naming the unknown keys (and the allowed ones) of a dataclass's field dict."""
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(names) - fields)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} field(s) {unknown}; allowed: {sorted(fields)}")
 
 
 def _is_int(value: object) -> bool:
