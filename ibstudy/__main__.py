@@ -62,6 +62,10 @@ def add_train_parser(subparsers: Any) -> None:
     parser.add_argument("--preset", choices=PRESETS, default="quick", help="base settings")
     parser.add_argument("--resume", action="store_true", help="continue (or reuse) a stored run")
     parser.add_argument("--overwrite", action="store_true", help="replace a stored run")
+    parser.add_argument(
+        "--no-progress", action="store_true",
+        help="no progress output (without a terminal, progress is printed as plain lines)",
+    )  # fmt: skip
     _add_field_options(parser, TrainConfig, ())
     parser.set_defaults(func=_train_main)
 
@@ -71,12 +75,23 @@ def _train_main(args: argparse.Namespace) -> int:
 
     names = [f.name for f in dataclasses.fields(TrainConfig)]
     overrides = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
+    cfg = None
     try:
         cfg = TrainConfig.preset(args.preset, **overrides)
-        run = train(cfg, resume=args.resume, overwrite=args.overwrite)
-    except (ValueError, TrainingDiverged) as exc:
+        run = train(
+            cfg, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress
+        )
+    except (ValueError, TrainingDiverged, OSError) as exc:  # OSError: missing data, disk full
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        where = f" {cfg.run_id()!r} in {str(cfg.run_dir())!r}" if cfg is not None else ""
+        print(
+            f"interrupted: run{where} keeps every completed epoch; continue it with the same "
+            f"command plus --resume",
+            file=sys.stderr,
+        )
+        return 130
     last = run.epochs.iloc[-1]
     print(f"run {cfg.run_id()} -> {run.path}: test_acc {last['test_acc']:.4f}")
     return 0

@@ -242,6 +242,17 @@ class TrainConfig:
             check_real(name, getattr(self, name), minimum=0.0, include_minimum=False)
         check_real("weight_decay", self.weight_decay, minimum=0.0)
         check_real("gamma", self.gamma, minimum=0.0, maximum=1.0, include_minimum=False)
+        check_real("momentum", self.momentum, minimum=0.0, maximum=1.0, include_maximum=False)
+        for name in ("augment", "download", "amp"):
+            check_bool(name, getattr(self, name))
+        name = self.run_name
+        if not isinstance(name, str) or (
+            name and (name in (".", "..") or name.startswith(".") or any(c in name for c in "/\\"))
+        ):
+            raise ValueError(
+                f"run_name must be a plain folder name (no '/' or '\\', not starting with '.'), "
+                f"or '' to derive it from the config; got {name!r}"
+            )
         check_bool("floor", self.floor)
         self.measure_config().validate()
         info = INFO[self.dataset]
@@ -274,9 +285,14 @@ class TrainConfig:
                 f"milestones must be increasing epochs >= 1, got {list(self.milestones)}"
             )
         try:
-            pick_device(self.device)
+            device = pick_device(self.device)
         except ValueError as exc:
             raise ValueError(f"device: {exc}") from None
+        if self.amp and device.type != "cuda":
+            raise ValueError(
+                f"amp=True needs a CUDA device (mixed precision runs on CUDA only), but device="
+                f"{self.device!r} resolves to {device.type!r}; set amp=False"
+            )
 
     def total_epochs(self) -> int:
         """Total epochs of the run (sequential: stages x epochs, stages = blocks + classifier)."""

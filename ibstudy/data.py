@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import shutil
+import socket
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -242,17 +244,45 @@ _TORCHVISION: dict[str, type] = {
 def _not_found_message(name: str, root: Path, reason: str) -> str:
     return (
         f"dataset {name!r} was not found in {str(root.resolve())!r} ({reason}). Get it in one of two "
-        f"ways: call load_dataset({name!r}, download=True) (or pass -p download True to a notebook) on a "
-        f"machine with internet access, or copy the torchvision-format files (the folder "
-        f"{INFO[name].folder!r}) into {str(root)!r}. The embedded dataset 'mnist5k' works offline."
+        f"ways: on a machine with internet access, pass --download true to `python -m ibstudy "
+        f"train` (or -p download True to a notebook, or download=True to load_dataset), or copy the "
+        f"torchvision-format files (the folder {INFO[name].folder!r}) into {str(root)!r}. The "
+        f"embedded dataset 'mnist5k' works offline."
     )
+
+
+#: seconds a download may wait for the server to answer before it fails (stalled networks)
+DOWNLOAD_TIMEOUT = 60.0
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _clean_stale_downloads(root: Path) -> None:
+    """Remove ``.download-*`` folders whose downloading process no longer exists (killed runs)."""
+    for tmp in root.glob(".download-*"):
+        parts = tmp.name.split("-")
+        pid = int(parts[2]) if len(parts) > 3 and parts[2].isdigit() else None
+        if pid is None or not _pid_alive(pid):
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _download(name: str, root: Path) -> None:
     """Download into a temporary folder inside ``root`` and move the result in only on success."""
     root.mkdir(parents=True, exist_ok=True)
+    _clean_stale_downloads(root)
     cls = _TORCHVISION[name]
-    tmp = Path(tempfile.mkdtemp(prefix=f".download-{name}-", dir=root))
+    folder = name.replace("_", "")  # the pid must be the third '-'-separated field
+    tmp = Path(tempfile.mkdtemp(prefix=f".download-{folder}-{os.getpid()}-", dir=root))
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT)  # urllib (torchvision) waits forever otherwise
     try:
         cls(str(tmp), train=True, download=True)
         cls(str(tmp), train=False, download=True)
@@ -266,9 +296,10 @@ def _download(name: str, root: Path) -> None:
             item.rename(target)
     except Exception as exc:  # network errors come in many types
         raise DatasetNotFoundError(
-            _not_found_message(name, root, f"download failed: {exc}")
+            _not_found_message(name, root, f"download failed: {type(exc).__name__}: {exc}")
         ) from exc
     finally:
+        socket.setdefaulttimeout(previous)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

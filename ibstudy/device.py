@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 
 import numpy as np
 import torch
@@ -20,8 +21,10 @@ def pick_device(device: str | torch.device = "auto") -> torch.device:
     """Resolve ``device`` ("auto" | "cpu" | "cuda[:k]" | "mps"); "auto" prefers cuda, then mps, then cpu."""
     if isinstance(device, torch.device):
         device = str(device)
-    if not isinstance(device, str) or device.split(":")[0] not in DEVICES:
-        raise ValueError(f"device must be one of {list(DEVICES)} (or 'cuda:N'), got {device!r}")
+    if not isinstance(device, str) or not re.fullmatch(r"(auto|cpu|mps|cuda(:\d+)?)", device):
+        raise ValueError(
+            f"device must be one of {list(DEVICES)} or 'cuda:N' with N an integer, got {device!r}"
+        )
     if device == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")

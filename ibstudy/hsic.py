@@ -119,11 +119,21 @@ def _is_integer(x: Tensor) -> bool:
     return not (x.is_floating_point() or x.is_complex() or x.dtype == torch.bool)
 
 
+#: float32 features beyond this magnitude are computed in float64: their squared norms would overflow
+FLOAT32_SAFE_MAX = 1e15
+
+
 def _features(x: Tensor) -> Tensor:
-    """Flatten to (m, d) in a floating dtype fit for a matmul (float32 or float64)."""
+    """Flatten to (m, d) in a floating dtype fit for a matmul (float32 or float64).
+
+    float32 inputs with values beyond ``FLOAT32_SAFE_MAX`` are promoted to float64 (on MPS, which
+    has no float64, they move to the CPU), so huge activations give finite distances, not NaN.
+    """
     x = x.reshape(x.shape[0], -1)
     if x.dtype not in (torch.float32, torch.float64):
         x = x.to(torch.float32)
+    if x.dtype == torch.float32 and x.numel() and float(x.abs().max()) > FLOAT32_SAFE_MAX:
+        x = x.to(_compute_device(x.device)).to(torch.float64)
     return x
 
 

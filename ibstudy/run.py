@@ -207,6 +207,29 @@ def _export_html(executed: Path, target: Path) -> Path:
     return target
 
 
+def _keep_failed(running: Path, failed: Path, error: BaseException) -> None:
+    """Move a partial executed copy to ``failed`` with a banner cell saying why it is incomplete."""
+    if not running.is_file():
+        return
+    import nbformat
+
+    try:
+        nb = nbformat.read(running, as_version=4)
+        what = "was interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
+        reason = f"{type(error).__name__}: {error}".strip().rstrip(":")
+        banner = nbformat.v4.new_markdown_cell(
+            f"**This execution {what}** ({reason}); the cells below ran only up to that point. "
+            f"The last complete run, if any, is `{failed.name.replace('.failed', '')}`."
+        )
+        banner.metadata["tags"] = ["ibstudy-failure-banner"]
+        nb.cells.insert(0, banner)
+        atomic_write_text(failed, nbformat.writes(nb))
+    except Exception:  # an unreadable partial copy is still worth keeping as it is
+        os.replace(running, failed)
+    finally:
+        running.unlink(missing_ok=True)
+
+
 def _first_line(source: str | None) -> str:
     """The first non-blank line of a cell's source (shortened), for messages."""
     for line in (source or "").splitlines():
@@ -263,8 +286,11 @@ def run_notebooks(
 ) -> list[Path]:
     """Execute notebooks one after another, each in a fresh kernel; return the executed copies.
 
-    Every notebook's parameters are validated before the first one runs. A failing notebook
-    leaves its executed copy (and HTML) and raises NotebookFailed; later notebooks do not run.
+    Every notebook's parameters are validated before the first one runs. Each notebook executes into
+    a temporary copy that replaces ``results/notebooks/<name>.ipynb`` only on success. A failing (or
+    interrupted) notebook leaves the last good copy untouched, keeps its partial copy as
+    ``<stem>.failed.ipynb`` (and HTML) with a banner cell, and raises NotebookFailed (or re-raises the
+    interrupt); later notebooks do not run.
     """
     import papermill
 
@@ -286,27 +312,35 @@ def run_notebooks(
     executed = []
     for path, injected in zip(paths, plans, strict=True):
         output = results / "notebooks" / path.name
+        failed = output.with_name(f"{path.stem}.failed.ipynb")
+        running = output.with_name(f".{path.stem}.running.ipynb")
+        page, failed_page = (results / "html" / f"{path.stem}{s}.html" for s in ("", ".failed"))
         output.parent.mkdir(parents=True, exist_ok=True)
         try:
             papermill.execute_notebook(
                 str(path),
-                str(output),
+                str(running),
                 parameters=injected,
                 kernel_name=KERNEL_NAME,
                 progress_bar=progress_bar,
                 log_output=log_output,
                 cwd=str(_kernel_cwd(path)),
             )
-        except Exception as error:
-            failure = _failure(path, output, error)
-            if html and output.is_file():
+        except BaseException as error:  # the last good copy stays; the partial one is kept aside
+            _keep_failed(running, failed, error)
+            if html and failed.is_file():
                 try:
-                    _export_html(output, results / "html" / f"{path.stem}.html")
+                    _export_html(failed, failed_page)
                 except Exception:  # the notebook's own error is the one worth reporting
                     pass
-            raise failure from error
+            if isinstance(error, Exception):
+                raise _failure(path, failed, error) from error
+            raise
+        os.replace(running, output)
+        failed.unlink(missing_ok=True)
+        failed_page.unlink(missing_ok=True)
         if html:
-            _export_html(output, results / "html" / f"{path.stem}.html")
+            _export_html(output, page)
         executed.append(output)
     return executed
 

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +30,13 @@ if TYPE_CHECKING:
 __all__ = [
     "FORMAT",
     "Run",
+    "RunLocked",
+    "WriteFailed",
+    "clean_stale_temps",
+    "read_meta",
+    "run_lock",
+    "table_problem",
+    "write_tables",
     "atomic_write",
     "atomic_write_text",
     "atomic_torch_save",
@@ -39,11 +48,16 @@ __all__ = [
 FORMAT = 2
 
 
+class WriteFailed(OSError):
+    """A file of the run folder could not be written (disk full, read-only, ...); nothing was replaced."""
+
+
 def atomic_write(path: str | os.PathLike[str], write: Callable[[str], None]) -> Path:
     """Call ``write(tmp)`` on a temp file beside ``path``, then rename it over ``path`` (mode 0644).
 
     The folder is created when missing; on any failure the temp file is removed and ``path`` keeps
-    its previous content.
+    its previous content. Failures of the write itself are raised as :class:`WriteFailed`, naming the
+    file and the free space left (``KeyboardInterrupt`` passes through unchanged).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -53,6 +67,13 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[str], None]) -> 
         write(tmp)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
+    except Exception as exc:
+        Path(tmp).unlink(missing_ok=True)
+        free = shutil.disk_usage(path.parent).free
+        raise WriteFailed(
+            f"could not write {str(path)!r} ({type(exc).__name__}: {exc}); {free / 2**20:.0f} MiB "
+            f"free on that disk; the previous file, if any, is unchanged"
+        ) from exc
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -82,6 +103,103 @@ def write_meta(path: Path, cfg: TrainConfig, complete: bool) -> None:
     atomic_write_text(path / "config.json", json.dumps(meta, indent=2) + "\n")
 
 
+def write_tables(path: Path, epochs: pd.DataFrame, layers: pd.DataFrame) -> None:
+    """Write ``epochs.csv`` then ``layers.csv`` of a run folder, each atomically."""
+    atomic_write_text(path / "epochs.csv", epochs.to_csv(index=False))
+    atomic_write_text(path / "layers.csv", layers.to_csv(index=False))
+
+
+def read_meta(path: Path) -> dict[str, Any]:
+    """The run folder's ``config.json`` as a dict, or ValueError naming the file and the fix."""
+    file = Path(path) / "config.json"
+    fix = "delete the run folder to retrain, or pass overwrite=True (--overwrite)"
+    try:
+        meta = json.loads(file.read_text(encoding="utf-8"))
+        TrainConfig.from_dict(meta["config"])
+    except FileNotFoundError:
+        raise ValueError(f"path {str(path)!r} holds no run (config.json missing)") from None
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{str(file)!r} is damaged ({type(exc).__name__}: {exc}); {fix}") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{str(file)!r} is damaged (not a JSON object); {fix}")
+    return meta
+
+
+class RunLocked(ValueError):
+    """Another process holds the run folder's lock."""
+
+
+@contextmanager
+def run_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the run folder ``path`` (its ``.lock`` file) for the ``with`` body.
+
+    The operating system releases the lock when the process dies, so a killed run never leaves a
+    stale lock. A second writer fails at once with :class:`RunLocked` naming the holder's pid.
+    """
+    import fcntl
+
+    path.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise RunLocked(
+            f"run folder {str(path)!r} is being written by another process (pid {holder}); wait "
+            f"for it to finish, or choose another run_name"
+        ) from None
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+def clean_stale_temps(path: Path) -> list[Path]:
+    """Remove temp files that killed saves left in the run folder and its weights/ (hold the lock)."""
+    removed = []
+    for folder in (path, path / "weights"):
+        if folder.is_dir():
+            for tmp in folder.glob(".*.tmp"):
+                tmp.unlink(missing_ok=True)
+                removed.append(tmp)
+    return removed
+
+
+def _read_table(file: Path, columns: list[str]) -> pd.DataFrame | None:
+    """A stored CSV table (None when absent), or ValueError naming the damaged file."""
+    if not file.exists():
+        return None
+    try:
+        table = pd.read_csv(file)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{str(file)!r} is damaged ({type(exc).__name__}: {exc})") from None
+    if "epoch" not in table.columns or "run" not in table.columns:
+        raise ValueError(f"{str(file)!r} is damaged (columns {list(table.columns)[:6]}...)")
+    return table
+
+
+def table_problem(epochs: pd.DataFrame, layers: pd.DataFrame, num_layers: int) -> str | None:
+    """Why the two tables do not describe epochs 0..E with ``num_layers`` rows each (None if they do)."""
+    ep = pd.to_numeric(epochs["epoch"], errors="coerce")
+    if ep.isna().any() or list(ep.astype(int)) != list(range(len(ep))):
+        return f"epochs.csv holds epochs {list(ep)[:8]}..., not 0..{len(ep) - 1} in order"
+    if pd.to_numeric(epochs["test_acc"], errors="coerce").isna().any():
+        return "epochs.csv has rows without test_acc (truncated?)"
+    counts = layers.groupby("epoch").size() if len(layers) else pd.Series(dtype=int)
+    expected = {e: num_layers for e in range(len(ep))}
+    if {int(k): int(v) for k, v in counts.items()} != expected:
+        return (
+            f"layers.csv holds {len(layers)} rows for epochs {sorted(int(k) for k in counts.index)}"
+            f", expected {num_layers} layers x epochs 0..{len(ep) - 1}"
+        )
+    if pd.to_numeric(layers["nhsic_xz"], errors="coerce").isna().any():
+        return "layers.csv has rows without nhsic_xz (truncated?)"
+    return None
+
+
 def _normalized(table: pd.DataFrame, columns: list[str], cfg: TrainConfig) -> pd.DataFrame:
     """A stored table with the current schema: columns added by later formats are filled in."""
     from ibstudy.data import INFO
@@ -97,6 +215,37 @@ def _normalized(table: pd.DataFrame, columns: list[str], cfg: TrainConfig) -> pd
     return table[columns]
 
 
+def load_checkpoint(path: Path, map_location: str = "cpu") -> dict[str, Any]:
+    """The run folder's ``checkpoint.pt``, or ValueError naming the damaged file and the fix."""
+    import torch
+
+    file = Path(path) / "checkpoint.pt"
+    try:
+        state = torch.load(file, map_location=map_location, weights_only=False)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:
+        raise ValueError(
+            f"{str(file)!r} is damaged ({type(exc).__name__}: {str(exc)[:120]}); delete the run "
+            f"folder or pass overwrite=True (--overwrite) to retrain"
+        ) from None
+    if not isinstance(state, dict) or "epoch_rows" not in state:
+        raise ValueError(f"{str(file)!r} is damaged (not an ibstudy checkpoint)")
+    return state
+
+
+def _rows_from_checkpoint(path: Path) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+    """The tables stored inside ``checkpoint.pt`` (None when it is absent or unreadable)."""
+    try:
+        state = load_checkpoint(path)
+    except (FileNotFoundError, ValueError):
+        return None
+    return (
+        pd.DataFrame(state["epoch_rows"], columns=EPOCH_COLUMNS),
+        pd.DataFrame(state["layer_rows"], columns=LAYER_COLUMNS),
+    )
+
+
 @dataclass
 class Run:
     """A training run's config, folder and tidy metric tables (``epochs`` and ``layers``)."""
@@ -107,27 +256,62 @@ class Run:
     layers: pd.DataFrame
     complete: bool
     format: int = FORMAT
+    repaired: bool = False  # the tables were rebuilt from checkpoint.pt (damaged or behind on disk)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Run:
-        """Read a run folder written by :func:`ibstudy.training.train` (any format)."""
+        """Read a run folder written by :func:`ibstudy.training.train` (any format).
+
+        The tables are checked against the config (epochs 0..E in order, one row per layer and
+        epoch, E = the last epoch for a complete run); damaged or incomplete tables are rebuilt from
+        the rows stored in ``checkpoint.pt`` when it covers them, else a ValueError names the file.
+        """
         path = Path(path)
-        if not (path / "config.json").exists():
-            raise ValueError(f"path {str(path)!r} holds no run (config.json missing)")
-        meta = json.loads((path / "config.json").read_text())
+        meta = read_meta(path)
         cfg = TrainConfig.from_dict(meta["config"])
-        tables = []
-        for name, columns in (("epochs.csv", EPOCH_COLUMNS), ("layers.csv", LAYER_COLUMNS)):
-            file = path / name
-            table = pd.read_csv(file) if file.exists() else pd.DataFrame(columns=columns)
-            tables.append(_normalized(table, columns, cfg))
+        complete = bool(meta.get("complete", False))
+        num_layers = cfg.num_blocks() + 1
+        found: list[pd.DataFrame | None] = [None, None]
+        problem = None
+        repaired = False
+        try:
+            found = [
+                _read_table(path / "epochs.csv", EPOCH_COLUMNS),
+                _read_table(path / "layers.csv", LAYER_COLUMNS),
+            ]
+        except ValueError as exc:
+            problem = str(exc)
+        if problem is None and any(f is None for f in found):
+            problem = "epochs.csv or layers.csv is missing"
+        if problem is None:
+            problem = table_problem(found[0], found[1], num_layers)
+        if problem is None and complete and len(found[0]) != cfg.total_epochs() + 1:
+            problem = f"run marked complete but epochs.csv ends at epoch {len(found[0]) - 1}"
+        if problem is not None:
+            rebuilt = _rows_from_checkpoint(path)
+            if rebuilt is not None and table_problem(*rebuilt, num_layers) is None:
+                found = list(rebuilt)
+                complete = complete and len(rebuilt[0]) == cfg.total_epochs() + 1
+                repaired = True
+            elif all(f is None for f in found) and rebuilt is None and not complete:
+                pass  # a run whose first epoch (epoch 0) was never saved: no tables yet
+            else:
+                raise ValueError(
+                    f"run folder {str(path)!r} has damaged tables ({problem}) that checkpoint.pt "
+                    f"does not repair; resume the run (train(cfg, resume=True) or `python -m "
+                    f"ibstudy train ... --resume`) to rewrite them from its checkpoint, or delete "
+                    f"the folder to retrain"
+                )
+        epochs = found[0] if found[0] is not None else pd.DataFrame(columns=EPOCH_COLUMNS)
+        layers = found[1] if found[1] is not None else pd.DataFrame(columns=LAYER_COLUMNS)
         return cls(
             config=cfg,
             path=path,
-            epochs=tables[0],
-            layers=tables[1],
-            complete=bool(meta.get("complete", False)),
+            epochs=_normalized(epochs, EPOCH_COLUMNS, cfg),
+            layers=_normalized(layers, LAYER_COLUMNS, cfg),
+            complete=complete,
             format=int(meta.get("format", 1)),
+            repaired=repaired,
         )
 
     def stored_epochs(self) -> list[int]:
@@ -160,10 +344,7 @@ class Run:
 
         model = self.build_model()
         if epoch is None:
-            state = torch.load(
-                self.path / "checkpoint.pt", map_location=map_location, weights_only=False
-            )
-            model.load_state_dict(state["model"])
+            model.load_state_dict(load_checkpoint(self.path, map_location)["model"])
         else:
             state = torch.load(
                 weights_path(self.path, epoch), map_location=map_location, weights_only=True

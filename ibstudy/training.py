@@ -13,12 +13,13 @@ together with a checkpoint, so an interrupted run resumes to the same numbers on
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import random
-import sys
+import shutil
+import tempfile
 import time
 from contextlib import nullcontext
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,8 +27,8 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset, Subset
-from tqdm import tqdm
 
+from ibstudy.checks import check_int
 from ibstudy.config import MEASURE_FIELDS, METHODS, OPTIMIZERS, PRESETS, TrainConfig, weight_epochs
 from ibstudy.data import INFO, eval_subset, load_dataset, make_loader
 from ibstudy.device import pick_device, seed_everything
@@ -36,7 +37,18 @@ from ibstudy.losses import cross_entropy, similarity_matching_loss, supcon_loss
 from ibstudy.measure import PlaneRecorder, evaluating
 from ibstudy.models import build_model
 from ibstudy.probes import probe_blocks
-from ibstudy.store import Run, atomic_torch_save, atomic_write_text, weights_path, write_meta
+from ibstudy.progress import progress as progress_bar
+from ibstudy.store import (
+    Run,
+    atomic_torch_save,
+    clean_stale_temps,
+    load_checkpoint,
+    read_meta,
+    run_lock,
+    weights_path,
+    write_meta,
+    write_tables,
+)
 from ibstudy.tables import EPOCH_COLUMNS, LAYER_COLUMNS, PLANE_COLUMNS
 
 SUPCON_DIM = (
@@ -251,10 +263,7 @@ class Trainer:
         autocast = (
             torch.autocast(self.device.type, dtype=torch.float16) if self.amp else nullcontext()
         )
-        bar = tqdm(
-            loader, desc=f"epoch {epoch}", leave=False, disable=not self.progress,
-            mininterval=2.0, file=sys.stdout,
-        )  # fmt: skip
+        bar = progress_bar(loader, desc=f"epoch {epoch}", enabled=self.progress, leave=False)
         for batch, (x, y) in enumerate(bar, start=1):
             x, y = x.to(self.device), y.to(self.device)
             with autocast:
@@ -349,10 +358,17 @@ class Trainer:
             "rng": _rng_state(),
             "epoch_rows": self.epoch_rows,
             "layer_rows": self.layer_rows,
+            "identity": self.cfg.identity(),
         }
 
     def restore(self, state: dict[str, Any]) -> None:
-        """Inverse of :meth:`state`."""
+        """Inverse of :meth:`state`; refuses a state saved under another config identity."""
+        stored = state.get("identity")
+        if stored is not None and stored != self.cfg.identity():
+            raise ValueError(
+                f"checkpoint belongs to run {state.get('run', '?')!r} with another config; "
+                f"refusing to restore it into {self.cfg.run_id()!r}"
+            )
         self.model.load_state_dict(state["model"])
         self.heads.load_state_dict(state["heads"])
         self.stage = state["stage"]
@@ -373,9 +389,64 @@ class Trainer:
         atomic_torch_save(self.state(), self.path / "checkpoint.pt")
         epochs = pd.DataFrame(self.epoch_rows, columns=EPOCH_COLUMNS)
         layers = pd.DataFrame(self.layer_rows, columns=LAYER_COLUMNS)
-        atomic_write_text(self.path / "epochs.csv", epochs.to_csv(index=False))
-        atomic_write_text(self.path / "layers.csv", layers.to_csv(index=False))
+        write_tables(self.path, epochs, layers)
         write_meta(self.path, self.cfg, complete)
+
+
+def _writable_run_dir(cfg: TrainConfig) -> Path:
+    """The run folder, created; ValueError at once when ``results_dir`` is a file or not writable."""
+    root, path = Path(cfg.results_dir), cfg.run_dir()
+    for folder in (root, *root.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                raise ValueError(
+                    f"results_dir {str(root)!r} cannot be created: {str(folder)!r} is a file; choose "
+                    f"another results_dir (--results-dir)"
+                )
+            break
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".probe-", suffix=".tmp"):
+            pass
+    except OSError as exc:
+        raise ValueError(
+            f"results_dir {str(root)!r} is not writable ({exc.strerror or exc}); choose another "
+            f"results_dir (--results-dir)"
+        ) from None
+    return path
+
+
+def _clear_run(path: Path) -> None:
+    """Remove a run's files (overwrite=True): checkpoint, tables, config, weights and caches."""
+    for name in ("checkpoint.pt", "epochs.csv", "layers.csv", "config.json"):
+        (path / name).unlink(missing_ok=True)
+    for folder in ("weights", "measures"):
+        shutil.rmtree(path / folder, ignore_errors=True)
+
+
+def _checkpoint_for(cfg: TrainConfig, path: Path, has_meta: bool) -> dict[str, Any] | None:
+    """The run folder's checkpoint if it belongs to ``cfg`` (None without one); ValueError if not."""
+    if not (path / "checkpoint.pt").exists():
+        return None
+    state = load_checkpoint(path)
+    stored = state.get("identity")
+    if stored is None and not has_meta:
+        raise ValueError(
+            f"run folder {str(path)!r} holds a checkpoint.pt without config.json and without a "
+            f"stored config identity, so it cannot be tied to this config; pass overwrite=True "
+            f"(--overwrite) to start over"
+        )
+    if stored is not None and stored != cfg.identity():
+        diffs = [
+            f"{k}: checkpoint {stored.get(k)!r}, given {v!r}"
+            for k, v in cfg.identity().items()
+            if stored.get(k) != v
+        ]
+        raise ValueError(
+            f"checkpoint.pt in {str(path)!r} belongs to another config ({'; '.join(diffs)}); "
+            f"choose another run_name, or pass overwrite=True (--overwrite) to replace it"
+        )
+    return state
 
 
 def train(
@@ -393,53 +464,68 @@ def train(
     not part of it, and a stored run keeps recording with its own; re-measure with
     :func:`ibstudy.measure.measure`). An existing folder is never overwritten unless
     ``overwrite=True``. ``stop_after=k`` stops after global epoch k (for budgets and tests).
+
+    Integrity: the run folder is locked for the whole run (a second writer fails at once, naming
+    the holder's pid); ``config.json`` is written before anything else; every save writes the
+    weights, then ``checkpoint.pt`` (which also holds the tables' rows and the config identity), then
+    the tables and ``config.json``, each atomically. A kill at any point therefore leaves a
+    checkpoint that is at least as new as the tables, and a resume rewrites the tables from it.
     """
     cfg.validate()
-    path = cfg.run_dir()
-    meta_path = path / "config.json"
-    if meta_path.exists():
-        stored = TrainConfig.from_dict(json.loads(meta_path.read_text())["config"])
-        diffs = _config_differences(cfg, stored)
-        if not overwrite:  # the stored run keeps recording with its own estimator settings
-            cfg = dataclasses.replace(cfg, **{f: getattr(stored, f) for f in MEASURE_FIELDS})
-        if diffs and not overwrite:
-            raise ValueError(
-                f"run folder {str(path)!r} holds a run with a different config ("
-                + "; ".join(diffs)
-                + "): choose another run_name, or pass overwrite=True to replace it"
-            )
-        if not resume and not overwrite:
-            raise ValueError(
-                f"run folder {str(path)!r} exists: pass resume=True to continue (or reuse) it, "
-                f"or overwrite=True to start over"
-            )
-        if resume and not diffs:
-            run = Run.load(path)
-            if run.complete:
-                return run
-    if stop_after is not None and stop_after < 0:
-        raise ValueError(f"stop_after must be >= 0, got {stop_after}")
-    trainer = Trainer(cfg, progress=progress)
-    if resume and (path / "checkpoint.pt").exists() and not overwrite:
-        trainer.restore(
-            torch.load(path / "checkpoint.pt", map_location=trainer.device, weights_only=False)
-        )
-    if trainer.epoch == 0 and not trainer.epoch_rows:
-        nan = math.nan
-        trainer.record(0, {"train_loss": nan, "train_acc": nan, "lr": cfg.lr, "seconds": 0.0})
-        trainer.save(complete=False)
-    total = cfg.total_epochs()
-    last = total if stop_after is None else min(total, stop_after)
-    bar = tqdm(
-        range(trainer.epoch + 1, last + 1), desc=cfg.run_id(), disable=not progress,
-        initial=trainer.epoch, total=total, file=sys.stdout,
-    )  # fmt: skip
-    for epoch in bar:
-        stats = trainer.train_epoch(epoch)
-        trainer.epoch = epoch
-        trainer.record(epoch, stats)
-        trainer.save(complete=epoch == total)
-        bar.set_postfix(test_acc=f"{trainer.epoch_rows[-1]['test_acc']:.3f}")
+    if stop_after is not None:
+        check_int("stop_after", stop_after, minimum=0)
+    path = _writable_run_dir(cfg)
+    with run_lock(path):
+        clean_stale_temps(path)
+        has_meta = (path / "config.json").exists()
+        if overwrite:
+            _clear_run(path)
+            has_meta = False
+        elif has_meta or (path / "checkpoint.pt").exists():
+            if has_meta:
+                stored = TrainConfig.from_dict(read_meta(path)["config"])
+                diffs = _config_differences(cfg, stored)
+                if diffs:
+                    raise ValueError(
+                        f"run folder {str(path)!r} holds a run with a different config ("
+                        + "; ".join(diffs)
+                        + "): choose another run_name, or pass overwrite=True to replace it"
+                    )
+                # the stored run keeps recording with its own estimator settings
+                cfg = dataclasses.replace(cfg, **{f: getattr(stored, f) for f in MEASURE_FIELDS})
+            if not resume:
+                raise ValueError(
+                    f"run folder {str(path)!r} exists: pass resume=True to continue (or reuse) it, "
+                    f"or overwrite=True to start over"
+                )
+            if has_meta:
+                run = Run.load(path)
+                if run.complete:
+                    if run.repaired:  # tables rebuilt from the checkpoint: write them back
+                        write_tables(path, run.epochs, run.layers)
+                    return run
+        state = _checkpoint_for(cfg, path, has_meta) if not overwrite else None
+        write_meta(path, cfg, complete=False)  # before any checkpoint: a checkpoint has its config
+        trainer = Trainer(cfg, progress=progress)
+        total = cfg.total_epochs()
+        if state is not None:
+            trainer.restore(state)
+            trainer.save(complete=trainer.epoch == total)  # repair: tables from the checkpoint
+        if not trainer.epoch_rows:
+            nan = math.nan
+            trainer.record(0, {"train_loss": nan, "train_acc": nan, "lr": cfg.lr, "seconds": 0.0})
+            trainer.save(complete=total == 0)
+        last = total if stop_after is None else min(total, stop_after)
+        bar = progress_bar(
+            range(trainer.epoch + 1, last + 1), desc=cfg.run_id(), enabled=progress,
+            initial=trainer.epoch, total=total,
+        )  # fmt: skip
+        for epoch in bar:
+            stats = trainer.train_epoch(epoch)
+            trainer.epoch = epoch
+            trainer.record(epoch, stats)
+            trainer.save(complete=epoch == total)
+            bar.set_postfix(test_acc=f"{trainer.epoch_rows[-1]['test_acc']:.3f}")
     return Run.load(path)
 
 

@@ -259,8 +259,11 @@ def test_failing_notebook_names_cell_and_error_and_keeps_copy(repo):
     # the parameters cell, the injected cell, the imports, the writer, then the failing cell
     assert failure.cell_index == 4 and failure.exec_count == 5
     assert failure.ename == "ValueError"
-    copy = results / "notebooks" / "01_study.ipynb"
+    copy = results / "notebooks" / "01_study.failed.ipynb"
     assert failure.output == copy and copy.is_file()
+    assert not (results / "notebooks" / "01_study.ipynb").exists()  # no good copy was made
+    banner = nbformat.read(copy, as_version=4).cells[0]
+    assert banner.cell_type == "markdown" and "This execution failed" in banner.source
     errors = [
         o
         for c in nbformat.read(copy, as_version=4).cells
@@ -268,7 +271,7 @@ def test_failing_notebook_names_cell_and_error_and_keeps_copy(repo):
         if o.output_type == "error"
     ]
     assert [e.ename for e in errors] == ["ValueError"]
-    assert (results / "html" / "01_study.html").is_file()
+    assert (results / "html" / "01_study.failed.html").is_file()
     # cells before the failure did run; the later notebook did not
     assert json.loads((results / "out.json").read_text())["a"] == 13
     assert not (results / "notebooks" / "02_plain.ipynb").exists()
@@ -372,3 +375,23 @@ def test_add_run_parser_registers_a_callable():
     args = parser.parse_args(["run", "01", "02", "-p", "x", "[1, 2]"])
     assert args.notebooks == ["01", "02"] and args.parameter == [["x", "[1, 2]"]]
     assert callable(args.func) and args.preset is None and args.results_dir == "results"
+
+
+def test_failed_rerun_keeps_the_last_good_copy(repo):
+    results = repo / "results"
+    nb = repo / "notebooks" / "01_study.ipynb"
+    kw = dict(results_dir=results, html=True, log_output=False, progress_bar=False)
+    run_notebooks([nb], parameters={"a": 1}, **kw)
+    good = results / "notebooks" / "01_study.ipynb"
+    before = good.read_bytes()
+    page = (results / "html" / "01_study.html").read_bytes()
+    with pytest.raises(NotebookFailed):
+        run_notebooks([nb], parameters={"a": 13}, **kw)
+    assert good.read_bytes() == before  # the good copy and its page are untouched
+    assert (results / "html" / "01_study.html").read_bytes() == page
+    assert (results / "notebooks" / "01_study.failed.ipynb").is_file()
+    assert not list((results / "notebooks").glob(".*running*"))
+    run_notebooks([nb], parameters={"a": 2}, **kw)  # a later success clears the failed copy
+    assert not (results / "notebooks" / "01_study.failed.ipynb").exists()
+    assert not (results / "html" / "01_study.failed.html").exists()
+    assert good.read_bytes() != before
