@@ -228,6 +228,9 @@ class TrainConfig:
             check_choice("head", self.head, HEADS)
         if self.local_loss == "supcon" and not self.augment:
             raise ValueError("local_loss='supcon' needs two augmented views: set augment=True")
+        info = INFO[self.dataset]
+        if self.train_size is not None:  # before probe_size, which defaults to min(.., train_size)
+            check_int("train_size", self.train_size, minimum=1, maximum=info.train_size)
         for name in (
             "epochs",
             "batch_size",
@@ -255,15 +258,12 @@ class TrainConfig:
             )
         check_bool("floor", self.floor)
         self.measure_config().validate()
-        info = INFO[self.dataset]
         if self.eval_size > info.test_size:
             raise ValueError(
                 f"eval_size must be <= {info.test_size} (the {self.dataset} test set), "
                 f"got {self.eval_size}"
             )
         train_n = info.train_size if self.train_size is None else self.train_size
-        if self.train_size is not None:
-            check_int("train_size", self.train_size, minimum=1, maximum=info.train_size)
         if self.probe_size > train_n:
             raise ValueError(
                 f"probe_size must be <= {train_n} (training images), got {self.probe_size}"

@@ -505,8 +505,8 @@ def train(
                         write_tables(path, run.epochs, run.layers)
                     return run
         state = _checkpoint_for(cfg, path, has_meta) if not overwrite else None
+        trainer = Trainer(cfg, progress=progress)  # loads the data: may fail, writes nothing
         write_meta(path, cfg, complete=False)  # before any checkpoint: a checkpoint has its config
-        trainer = Trainer(cfg, progress=progress)
         total = cfg.total_epochs()
         if state is not None:
             trainer.restore(state)
