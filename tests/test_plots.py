@@ -352,7 +352,8 @@ def test_save_figure_is_atomic(layers, tmp_path, monkeypatch):
         raise RuntimeError("disk full")
 
     monkeypatch.setattr(Figure, "savefig", broken)
-    with pytest.raises(RuntimeError, match="disk full"):
+    # the failure names the file (ibstudy.store.WriteFailed, an OSError) and keeps the cause
+    with pytest.raises(OSError, match=r"could not write .*depth\.png.*RuntimeError: disk full"):
         plots.save_figure(fig, "depth", tmp_path)
     assert (tmp_path / "depth.png").read_bytes() == before  # the old file is untouched
     assert sorted(p.name for p in tmp_path.iterdir()) == ["depth.pdf", "depth.png"]
