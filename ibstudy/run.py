@@ -376,6 +376,13 @@ def _run_command(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(
+            "interrupted: executed copies of finished notebooks are kept; the interrupted one is "
+            f"in {args.results_dir}/notebooks/<name>.failed.ipynb (its last good copy is untouched)",
+            file=sys.stderr,
+        )
+        return 130
     for path in executed:
         print(f"executed {path}")
     return 0

@@ -395,3 +395,26 @@ def test_failed_rerun_keeps_the_last_good_copy(repo):
     assert not (results / "notebooks" / "01_study.failed.ipynb").exists()
     assert not (results / "html" / "01_study.failed.html").exists()
     assert good.read_bytes() != before
+
+
+def test_interrupted_run_keeps_good_copy_and_marks_partial(repo, monkeypatch, capsys):
+    import papermill
+
+    results = repo / "results"
+    nb = repo / "notebooks" / "01_study.ipynb"
+    run_notebooks([nb], parameters={"a": 1}, results_dir=results, html=False, log_output=False)
+    good = (results / "notebooks" / "01_study.ipynb").read_bytes()
+
+    def interrupted(src, out, **kwargs):  # papermill leaves a copy whose cells look completed
+        Path(out).write_text(Path(src).read_text())
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(papermill, "execute_notebook", interrupted)
+    capsys.readouterr()  # the first run's progress bar
+    code = runner.main(["run", str(nb), "--results-dir", str(results), "--no-html"])
+    assert code == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("interrupted:")
+    assert (results / "notebooks" / "01_study.ipynb").read_bytes() == good
+    partial = nbformat.read(results / "notebooks" / "01_study.failed.ipynb", as_version=4)
+    assert "This execution was interrupted" in partial.cells[0].source
