@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from ibstudy.checks import check_int, check_real
-from ibstudy.tables import LOGITS, RUN_KEYS, check_one_estimator, num_classes_of
+from ibstudy.tables import LOGITS, RUN_KEYS, check_one_estimator, num_classes_of, seeds_of
 from ibstudy.tables import blocks as _blocks
 from ibstudy.tables import check_table as _check_table
 from ibstudy.tables import finite as _finite
@@ -40,6 +40,8 @@ __all__ = [
     "depth_profile",
     "claims_table",
     "accuracy_table",
+    "accuracy_summary",
+    "claims_per_seed",
 ]
 
 LAYER_REQUIRED = ("run", "method", "head", "epoch", "layer", "layer_index", "nhsic_xz", "nhsic_yz")
@@ -348,7 +350,10 @@ def accuracy_table(epochs: pd.DataFrame, layers: pd.DataFrame | None = None) -> 
     ``final_*`` are read at the run's last recorded epoch, ``best_test_acc`` is the maximum over
     epochs (``best_epoch`` the first epoch reaching it). ``mean_head_test_acc`` is the mean of the
     blocks' auxiliary-head test accuracies (``head_test_acc`` of ``layers``) at the run's last epoch
-    in ``layers``; NaN without heads (E2E) or without ``layers``.
+    in ``layers``; NaN without heads (E2E) or without ``layers``. ``last_head_test_acc`` is the
+    test accuracy of the last block's own auxiliary head: under layer-wise training the final
+    classifier reads globally pooled features that no local loss shaped, so the two readouts can
+    differ widely. The paper compares the network's output, i.e. ``final_test_acc``.
     """
     ep = _check_table(epochs, EPOCH_REQUIRED, "epochs")
     lay = None
@@ -360,13 +365,15 @@ def accuracy_table(epochs: pd.DataFrame, layers: pd.DataFrame | None = None) -> 
         test = pd.to_numeric(run_ep["test_acc"], errors="coerce")
         final = run_ep.iloc[-1]
         best_at = test.idxmax() if test.notna().any() else None
-        head_acc = math.nan
+        head_acc = last_head = math.nan
         if lay is not None:
             run_lay = _rows_of(lay, key)
             if not run_lay.empty:
                 last = _blocks(run_lay[run_lay["epoch"] == run_lay["epoch"].max()])
-                values = pd.to_numeric(last["head_test_acc"], errors="coerce").dropna()
-                head_acc = float(values.mean()) if len(values) else math.nan
+                last = last.sort_values("layer_index")
+                values = pd.to_numeric(last["head_test_acc"], errors="coerce")
+                head_acc = float(values.mean()) if values.notna().any() else math.nan
+                last_head = float(values.iloc[-1]) if len(values) else math.nan
         rows.append(
             {
                 **dict(zip(RUN_KEYS, key, strict=True)),
@@ -376,6 +383,8 @@ def accuracy_table(epochs: pd.DataFrame, layers: pd.DataFrame | None = None) -> 
                 "best_epoch": run_ep.loc[best_at, "epoch"] if best_at is not None else math.nan,
                 "final_train_acc": float(final["train_acc"]),
                 "mean_head_test_acc": head_acc,
+                "last_head_test_acc": last_head,
+                "seed": int(final["seed"]) if "seed" in final.index else 0,
             }
         )
     return pd.DataFrame(rows)
@@ -716,4 +725,98 @@ def claims_table(
                     "scale": scale,
                 }
             )
+    return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------------------------
+# several seeds
+# ----------------------------------------------------------------------------------------------
+
+_SUMMARY_VALUES = ("final_test_acc", "best_test_acc", "final_train_acc", "last_head_test_acc")
+
+
+def accuracy_summary(epochs: pd.DataFrame, layers: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per method and head: the number of seeds and mean, std (ddof=1) of the accuracies of
+    :func:`accuracy_table` (final and best test, final train, the last block's own head)."""
+    per_run = accuracy_table(epochs, layers)
+    grouped = per_run.groupby(["method", "head"], sort=False, dropna=False)
+    rows = []
+    for (method, head), group in grouped:
+        row: dict[str, object] = {"method": method, "head": head, "n_seeds": len(group)}
+        for col in _SUMMARY_VALUES:
+            values = pd.to_numeric(group[col], errors="coerce").dropna()
+            row[f"{col}_mean"] = float(values.mean()) if len(values) else math.nan
+            row[f"{col}_std"] = float(values.std(ddof=1)) if len(values) > 1 else math.nan
+        mean, std = row["final_test_acc_mean"], row["final_test_acc_std"]
+        row["final_test_acc"] = (
+            f"{mean:.3f}" + (f" +- {std:.3f}" if math.isfinite(std) else "")
+            if math.isfinite(mean)
+            else "n/a"
+        )
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def claims_per_seed(
+    layers: pd.DataFrame,
+    epochs: pd.DataFrame | None,
+    num_classes: int | None = None,
+    *,
+    scale: str,
+    baseline: tuple[str, str | None] = ("layerwise", "linear"),
+    **rules: float,
+) -> pd.DataFrame:
+    """:func:`claims_table` for every seed that both E2E and the baseline ran, E2E seed s against
+    baseline seed s, summarized per claim as "holds in k of n seeds" (n = seeds where measured).
+
+    Columns: claim, statement, summary, holds, measured_seeds, seeds, verdicts (per seed), evidence
+    (per seed), baseline, scale. The rules and thresholds are claims_table's (``rules`` passes them).
+    """
+    df = check_one_estimator(_check_table(layers, LAYER_REQUIRED, "layers"))
+    num_classes = num_classes_of(df, num_classes)
+    method, head = baseline
+    seeds = sorted(
+        set(seeds_of(df[df["method"] == "e2e"]))
+        & set(seeds_of(df[(df["method"] == method) & ((df["head"] == head) if head else True)]))
+    )
+    if not seeds:
+        raise ValueError(
+            f"no seed has both an e2e run and a {method}/{head} run; seeds by method: "
+            f"{ {m: seeds_of(g) for m, g in df.groupby('method')} }"
+        )
+    per_seed = []
+    for seed in seeds:
+        lay = df[df["seed"] == seed] if "seed" in df.columns else df
+        ep = epochs
+        if epochs is not None and "seed" in epochs.columns:
+            ep = epochs[epochs["seed"] == seed]
+        table = claims_table(lay, ep, num_classes, scale=scale, baseline=baseline, **rules)
+        per_seed.append(table.assign(seed=seed))
+    both = pd.concat(per_seed, ignore_index=True)
+    rows = []
+    for claim, group in both.groupby("claim", sort=True):
+        measured = group[group["verdict"] != "not measured"]
+        k = int((measured["verdict"] == "holds").sum())
+        n = len(measured)
+        summary = f"holds in {k} of {n} seeds" if n else "not measured"
+        if n < len(group):
+            summary += f" (not measured in {len(group) - n})"
+        rows.append(
+            {
+                "claim": claim,
+                "statement": STATEMENTS[claim],
+                "summary": summary,
+                "holds": k,
+                "measured_seeds": n,
+                "seeds": len(group),
+                "verdicts": "; ".join(
+                    f"seed {s}: {v}" for s, v in zip(group["seed"], group["verdict"], strict=True)
+                ),
+                "evidence": " | ".join(
+                    f"seed {s}: {e}" for s, e in zip(group["seed"], group["evidence"], strict=True)
+                ),
+                "baseline": group["baseline"].iloc[0],
+                "scale": scale,
+            }
+        )
     return pd.DataFrame(rows)

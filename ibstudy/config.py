@@ -33,7 +33,9 @@ __all__ = [
 
 METHODS: tuple[str, ...] = ("e2e", "layerwise", "layerwise_sequential")
 OPTIMIZERS: tuple[str, ...] = ("adam", "sgd")
-PRESETS: tuple[str, ...] = ("quick", "paper")
+PRESETS: tuple[str, ...] = ("quick", "study", "paper")
+#: the paper's learning-rate milestones as fractions of training (200/300/350/375 of 400 epochs)
+MILESTONE_FRACTIONS: tuple[float, ...] = (0.5, 0.75, 0.875, 0.9375)
 BANDWIDTHS: tuple[str, ...] = ("fixed", "median")
 ESTIMATORS: tuple[str, ...] = ("nhsic", "nhsic_cka")
 #: TrainConfig fields that say how the plane is measured during training (not part of the run id)
@@ -157,7 +159,8 @@ class TrainConfig:
     # -------------------------------------------------------------- construction
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> TrainConfig:
-        """``quick`` (minutes on a laptop CPU, mnist5k) or ``paper`` (docs/method.md §8), with overrides."""
+        """``quick`` (minutes on a CPU), ``study`` (the CPU study scale: 40 epochs with the paper's
+        schedule scaled to them) or ``paper`` (docs/method.md §8), with ``overrides``."""
         check_choice("preset", name, PRESETS)
         if name == "paper":
             base: dict[str, Any] = dict(
@@ -169,6 +172,14 @@ class TrainConfig:
             method = overrides.get("method", "e2e")
             if method == "layerwise_sequential":
                 base.update(epochs=50, milestones=())
+        elif name == "study":
+            epochs = overrides.get("epochs", 40)
+            base = dict(
+                dataset="mnist5k", epochs=40, batch_size=64, optimizer="adam", lr=1e-3,
+                weight_decay=0.0, milestones=scaled_milestones(epochs), gamma=0.2,
+                eval_size=512, chunk_size=256, probe_size=2000, probe_steps=100,
+                probe_epochs=tuple(sorted({0, epochs // 4, epochs // 2, epochs})),
+            )  # fmt: skip
         else:
             base = dict(
                 dataset="mnist5k", epochs=3, batch_size=64, optimizer="adam", lr=1e-3,
@@ -284,6 +295,13 @@ class TrainConfig:
             raise ValueError(
                 f"milestones must be increasing epochs >= 1, got {list(self.milestones)}"
             )
+        per_stage = self.epochs if self.method == "layerwise_sequential" else total
+        if self.milestones and self.milestones[-1] > per_stage:
+            raise ValueError(
+                f"milestones must lie within the {per_stage} epochs of training, got "
+                f"{list(self.milestones)}: raise epochs, or set milestones for this length "
+                f"(the study preset scales them: {list(scaled_milestones(per_stage))})"
+            )
         try:
             device = pick_device(self.device)
         except ValueError as exc:
@@ -348,6 +366,12 @@ class TrainConfig:
     def run_dir(self) -> Path:
         """The run's folder ``<results_dir>/<run_id>``."""
         return Path(self.results_dir) / self.run_id()
+
+
+def scaled_milestones(epochs: int) -> tuple[int, ...]:
+    """The paper's milestones (50, 75, 87.5, 93.75 % of training) for ``epochs`` epochs, distinct."""
+    points = sorted({max(1, round(f * epochs)) for f in MILESTONE_FRACTIONS})
+    return tuple(p for p in points if p < epochs)
 
 
 def weight_epochs(total: int, num_params: int, save_epochs: Sequence[int] = ()) -> tuple[int, ...]:

@@ -163,7 +163,7 @@ def measure(
         x_eval, y_eval = eval_subset(test, mcfg.eval_size)
         recorder = PlaneRecorder(x_eval, y_eval, mcfg, device=dev)
         base = {
-            "run": cfg.run_id(), "method": cfg.method, "head": cfg.head,
+            "run": cfg.run_id(), "method": cfg.method, "head": cfg.head, "seed": cfg.seed,
             "dataset": cfg.dataset, "num_classes": INFO[cfg.dataset].num_classes,
         }  # fmt: skip
         settings = mcfg.columns()

@@ -36,7 +36,7 @@ from matplotlib.ticker import MaxNLocator
 from ibstudy.checks import check_real
 from ibstudy.store import atomic_write
 from ibstudy.tables import as_list as _as_list
-from ibstudy.tables import check_one_estimator
+from ibstudy.tables import check_one_estimator, seed_mean
 from ibstudy.tables import check_table as _check_table
 from ibstudy.tables import select as _select
 
@@ -66,6 +66,7 @@ PROBE_COLUMNS = (
 )
 EPOCH_COLUMNS = ("run", "method", "epoch", "test_acc")
 HUE_CHOICES = ("method", "head", "run")
+SEED_MODES = ("each", "mean")
 TRAJECTORY_VALUES = {
     "nhsic_xz": "nHSIC(X;Z)",
     "nhsic_yz": "nHSIC(Y;Z)",
@@ -348,6 +349,7 @@ def plot_plane(
     floor: bool = True,
     hue_by: str = "method",
     errorbars: bool = False,
+    seeds: str = "each",
     ncols: int = 4,
     panel_size: float = 3.2,
     marker_size: float = 36.0,
@@ -359,9 +361,13 @@ def plot_plane(
     style of its `hue_by` group ("method", "head" or "run"), with one epoch colour bar per group.
     With `floor` and floor_xz / floor_yz columns, the permutation floor (largest value among the
     panel's rows) is drawn as dashed lines over a grey band. `errorbars` adds the chunk standard
-    deviations (nhsic_xz_std / nhsic_yz_std) when present.
+    deviations (nhsic_xz_std / nhsic_yz_std) when present. ``seeds="mean"`` draws, per method and
+    head, the mean trajectory over the seeds in the table with error bars of +-1 standard deviation
+    across seeds (``seeds="each"`` draws every run).
     """
     check_one_estimator(_check_table(layers, PLANE_COLUMNS, "layers"))
+    if seeds not in SEED_MODES:
+        raise ValueError(f"seeds must be one of {list(SEED_MODES)}, got {seeds!r}")
     if hue_by not in HUE_CHOICES:
         raise ValueError(f"hue_by must be one of {HUE_CHOICES}, got {hue_by!r}")
     if hue_by not in layers.columns:
@@ -377,6 +383,11 @@ def plot_plane(
     df = df.dropna(subset=["nhsic_xz", "nhsic_yz"])
     if df.empty:
         raise ValueError("no finite nhsic_xz / nhsic_yz values left to plot after filtering")
+    if seeds == "mean":
+        values = [c for c in ("nhsic_xz", "nhsic_yz", "floor_xz", "floor_yz") if c in df.columns]
+        df = seed_mean(df, values)
+        df["nhsic_xz_std"], df["nhsic_yz_std"] = df["nhsic_xz_seed_std"], df["nhsic_yz_seed_std"]
+        errorbars = True
 
     order = _layer_order(df)
     preferred = {"method": METHOD_ORDER, "head": tuple(HEAD_STYLES), "run": ()}[hue_by]

@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ibstudy.config import PRESETS
 from ibstudy.store import atomic_write_text
 
 __all__ = [
@@ -35,7 +36,6 @@ __all__ = [
     "main",
 ]
 
-PRESETS = ("quick", "paper")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 KERNEL_NAME = "python3"
 NOTEBOOK_PATTERN = re.compile(r"^\d{2}_.+\.ipynb$")

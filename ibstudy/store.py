@@ -204,7 +204,9 @@ def _normalized(table: pd.DataFrame, columns: list[str], cfg: TrainConfig) -> pd
     """A stored table with the current schema: columns added by later formats are filled in."""
     from ibstudy.data import INFO
 
-    fill: dict[str, Any] = {"dataset": cfg.dataset, "num_classes": INFO[cfg.dataset].num_classes}
+    fill: dict[str, Any] = {
+        "seed": cfg.seed, "dataset": cfg.dataset, "num_classes": INFO[cfg.dataset].num_classes,
+    }  # fmt: skip
     if "nhsic_xz" in columns:
         settings = cfg.measure_config().columns()
         fill.update({k: settings[k] for k in SETTING_COLUMNS})

@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 
+from ibstudy.checks import check_int_list
 from ibstudy.config import MeasureConfig, TrainConfig
 from ibstudy.store import Run, atomic_write_text
 
@@ -117,13 +118,15 @@ def run_study(
     preset: str = "quick",
     results_dir: str = "results",
     progress: bool = True,
+    seeds: Sequence[int] | None = None,
     **params: Any,
 ) -> StudyTables:
-    """Train (or reuse) one run per variant and write ``<name>_epochs.csv`` / ``<name>_layers.csv``.
+    """Train (or reuse) one run per variant and seed; write ``<name>_epochs.csv`` / ``_layers.csv``.
 
     ``params`` are the notebook's parameters (TrainConfig fields; None keeps the preset's value) and
-    each variant adds its own fields (e.g. ``{"method": "layerwise", "head": "mlp"}``). All configs
-    are validated before any training starts.
+    each variant adds its own fields (e.g. ``{"method": "layerwise", "head": "mlp"}``). ``seeds``
+    (a non-empty list of distinct integers >= 0) repeats every variant once per seed; None keeps
+    ``params["seed"]``. All configs are validated before any training starts.
     """
     if not isinstance(name, str) or not name or "/" in name:
         raise ValueError(f"name must be a plain table name such as '02_lenet5', got {name!r}")
@@ -131,8 +134,17 @@ def run_study(
         raise ValueError(
             f"variants must be a non-empty list of dicts of TrainConfig fields, got {variants!r}"
         )
+    if seeds is not None:
+        if isinstance(seeds, str | bytes) or not isinstance(seeds, Sequence) or not seeds:
+            raise ValueError(f"seeds must be a non-empty list of integers >= 0, got {seeds!r}")
+        seeds = check_int_list("seeds", seeds, minimum=0)
+        if len(set(seeds)) != len(seeds):
+            raise ValueError(f"seeds must be distinct, got {list(seeds)}")
+    points = [{}] if seeds is None else [{"seed": s} for s in seeds]
     configs = [
-        study_config(preset, results_dir=results_dir, **{**params, **dict(v)}) for v in variants
+        study_config(preset, results_dir=results_dir, **{**params, **dict(v), **p})
+        for v in variants
+        for p in points
     ]
     runs = train_all(configs, progress=progress)
     epochs, layers = concat_tables(runs)

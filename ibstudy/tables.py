@@ -35,12 +35,14 @@ __all__ = [
     "num_classes_of",
     "rows_of",
     "run_keys",
+    "seed_mean",
+    "seeds_of",
     "select",
 ]
 
 LOGITS = "logits"
 RUN_KEYS: tuple[str, ...] = ("run", "method", "head")
-_RUN_COLUMNS = ["run", "method", "head", "dataset", "num_classes"]
+_RUN_COLUMNS = ["run", "method", "head", "seed", "dataset", "num_classes"]
 EPOCH_COLUMNS: list[str] = [
     *_RUN_COLUMNS, "epoch", "train_loss", "train_acc", "test_acc", "lr", "seconds",
 ]  # fmt: skip
@@ -176,3 +178,41 @@ def select(df: pd.DataFrame, column: str, wanted: object, param: str) -> pd.Data
             f"{param}: unknown value(s) {unknown}; available: {sorted(available, key=str)}"
         )
     return df[df[column].isin(wanted)]
+
+
+def seeds_of(table: pd.DataFrame) -> list[int]:
+    """The seeds a table holds (``[0]``-like single entry for tables without a ``seed`` column)."""
+    if "seed" not in table.columns:
+        return [0]
+    return sorted(int(s) for s in pd.unique(table["seed"].dropna()))
+
+
+def seed_mean(
+    table: pd.DataFrame,
+    values: Sequence[str],
+    keys: Sequence[str] = ("method", "head", "epoch", "layer", "layer_index"),
+) -> pd.DataFrame:
+    """Mean of ``values`` over seeds per ``keys``, with ``<value>_seed_std`` (ddof=1; NaN for one
+    seed) and ``n_seeds``; other columns constant within a group are kept, ``run`` names the group."""
+    keys = [k for k in keys if k in table.columns]
+    check_table(table, [*keys, *values], "table")
+    numeric = table.copy()
+    for col in values:
+        numeric[col] = pd.to_numeric(numeric[col], errors="coerce")
+    grouped = numeric.groupby(keys, sort=False, dropna=False)
+    out = grouped[list(values)].mean()
+    stds = grouped[list(values)].std(ddof=1).add_suffix("_seed_std")
+    count = grouped.size().rename("n_seeds")
+    out = pd.concat([out, stds, count], axis=1).reset_index()
+    constant = [
+        c for c in table.columns
+        if c not in (*keys, *values, "run", "seed")
+        and (grouped[c].nunique(dropna=False) <= 1).all()
+    ]  # fmt: skip
+    if constant:
+        out = out.merge(grouped[constant].first().reset_index(), on=keys, how="left")
+    label = out["method"].astype(str)
+    if "head" in out.columns:
+        label = label + "/" + out["head"].astype(str)
+    out.insert(0, "run", label + " (seed mean)")
+    return out

@@ -324,8 +324,8 @@ class Trainer:
         """Measure the model after ``epoch`` and append the epoch's rows to the tables."""
         cfg = self.cfg
         base = {
-            "run": cfg.run_id(), "method": cfg.method, "head": cfg.head, "dataset": cfg.dataset,
-            "num_classes": self.num_classes, "epoch": epoch,
+            "run": cfg.run_id(), "method": cfg.method, "head": cfg.head, "seed": cfg.seed,
+            "dataset": cfg.dataset, "num_classes": self.num_classes, "epoch": epoch,
         }  # fmt: skip
         test_acc, head_acc = self.evaluate()
         self.epoch_rows.append({**base, **stats, "test_acc": test_acc})

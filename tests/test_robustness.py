@@ -25,7 +25,8 @@ def _measured(values: dict[str, list[float]], floors: dict[str, list[float]], mi
                 v = f + (values[method][index] - f) * (1 + 0.1 * epoch)  # the excess grows
                 rows.append(
                     {
-                        "run": method, "method": method, "head": head, "dataset": "mnist5k",
+                        "run": method, "method": method, "head": head, "seed": 0,
+                        "dataset": "mnist5k",
                         "num_classes": 10, "epoch": epoch, "layer": layer, "layer_index": index,
                         "nhsic_xz": v, "nhsic_yz": 5.0 + index, "nhsic_xz_std": 0.1,
                         "nhsic_yz_std": 0.1, "floor_xz": f, "floor_yz": 1.0,

@@ -166,7 +166,7 @@ def test_prepare_parameters_injects_only_declared_names(repo):
             {"parameters": {"epochs": 3}},
             r"unknown parameter\(s\) \['epochs'\].*a, preset, results_dir",
         ),
-        ({"preset": "fast"}, r"preset must be one of \('quick', 'paper'\), got 'fast'"),
+        ({"preset": "fast"}, r"preset must be one of \('quick', 'study', 'paper'\), got 'fast'"),
         ({"device": "tpu"}, "device must be one of"),
         ({"parameters": {"results_dir": "x"}}, "results_dir"),
         ({"parameters": {"preset": "quick"}, "preset": "paper"}, "preset given twice"),
