@@ -799,7 +799,7 @@ def claims_per_seed(
         k = int((measured["verdict"] == "holds").sum())
         n = len(measured)
         summary = f"holds in {k} of {n} seeds" if n else "not measured"
-        if n < len(group):
+        if 0 < n < len(group):
             summary += f" (not measured in {len(group) - n})"
         rows.append(
             {
