@@ -61,8 +61,9 @@ STATEMENTS = {
     "under layer-wise training every layer behaves like an output layer",
     "C3": "under E2E the last layer fits then compresses: late in training nHSIC(X;Z) falls while "
     "nHSIC(Y;Z) stays high (the middle-layer/generalization part is not tested here)",
-    "C4": "E2E ends more accurate; layer-wise blocks become linearly separable early but saturate, "
-    "while E2E's last blocks end higher",
+    "C4a": "E2E ends more accurate than layer-wise training",
+    "C4b": "layer-wise blocks become linearly separable early but saturate, while E2E's last blocks "
+    "end higher (linear probes)",
 }
 
 
@@ -425,60 +426,91 @@ def _decide(ok: bool) -> str:
     return "holds" if ok else "does not hold"
 
 
-@dataclass(frozen=True)
-class _Depth:
-    """C1 numbers of one run at its last epoch (NaN where not measurable)."""
-
-    ratio: float  # nHSIC(X;Z) last block / first block
-    excess_ratio: float  # the same on the excess over the permutation floor (NaN without floors)
-    epoch: float
-    below_floor: bool  # the last block's nHSIC(X;Z) is at or below its floor
+#: |difference| / noise beyond which two measured values count as different (about 95 % two-sided)
+Z_CRIT = 2.0
 
 
-def _depth_ratio(run_df: pd.DataFrame) -> _Depth:
-    """The C1 depth ratios of one run at its last epoch."""
+def _last_blocks(run_df: pd.DataFrame) -> pd.DataFrame:
+    """A run's block rows at its last epoch, by depth (finite nhsic_xz)."""
     blocks = _finite(_blocks(run_df), ["epoch", "layer_index", "nhsic_xz"])
     if blocks.empty:
-        return _Depth(math.nan, math.nan, math.nan, False)
-    at = blocks[blocks["epoch"] == blocks["epoch"].max()].sort_values("layer_index")
-    epoch = float(at["epoch"].iloc[0])
-    if len(at) < 2:
-        return _Depth(math.nan, math.nan, epoch, False)
-    xz = at["nhsic_xz"].to_numpy(dtype=float)
-    floor = np.full(len(at), math.nan)
-    if "floor_xz" in at.columns:
-        floor = pd.to_numeric(at["floor_xz"], errors="coerce").to_numpy(dtype=float)
-    excess = xz - floor
-    return _Depth(
-        ratio=xz[-1] / xz[0] if xz[0] > 0 else math.nan,
-        excess_ratio=excess[-1] / excess[0] if excess[0] > 0 else math.nan,
-        epoch=epoch,
-        below_floor=bool(math.isfinite(floor[-1]) and xz[-1] <= floor[-1]),
-    )
+        return blocks
+    return blocks[blocks["epoch"] == blocks["epoch"].max()].sort_values("layer_index")
+
+
+def _chunks(rows: pd.DataFrame) -> float:
+    """Chunks the nHSIC values average over (eval_size / chunk_size), NaN when the table lacks them."""
+    if {"eval_size", "chunk_size"} <= set(rows.columns):
+        k = pd.to_numeric(rows["eval_size"], errors="coerce") / pd.to_numeric(
+            rows["chunk_size"], errors="coerce"
+        )
+        if k.notna().all() and k.nunique() == 1:
+            return float(k.iloc[0])
+    return math.nan
+
+
+def _column(rows: pd.DataFrame, name: str) -> np.ndarray:
+    if name not in rows.columns:
+        return np.full(len(rows), math.nan)
+    return pd.to_numeric(rows[name], errors="coerce").to_numpy(dtype=float)
+
+
+def excess_with_noise(rows: pd.DataFrame, side: str = "xz") -> tuple[np.ndarray, np.ndarray]:
+    """Per row: nHSIC minus its permutation floor, and the noise (standard error) of that excess.
+
+    Noise model: the value is a mean over k chunks whose population std is ``nhsic_<side>_std``, so
+    its standard error is std / sqrt(k - 1) (std itself when k is unknown: conservative); the floor's
+    mean over p permutation replicates adds ``floor_<side>_std`` / sqrt(p) (0 when the floor has a
+    single replicate and so no spread: then the floor's own noise is not counted).
+    """
+    value, floor = _column(rows, f"nhsic_{side}"), _column(rows, f"floor_{side}")
+    k = _chunks(rows)
+    se_value = _column(rows, f"nhsic_{side}_std") / (math.sqrt(k - 1) if k >= 2 else 1.0)
+    perms = _column(rows, "floor_perms")
+    floor_std = np.nan_to_num(_column(rows, f"floor_{side}_std"), nan=0.0)
+    se_floor = floor_std / np.sqrt(np.where(np.isfinite(perms) & (perms > 0), perms, 1.0))
+    return value - floor, np.sqrt(se_value**2 + se_floor**2)
 
 
 def _claim_c1(
-    e2e: pd.DataFrame, base: pd.DataFrame, names: tuple[str, str], margin: float
+    e2e: pd.DataFrame, base: pd.DataFrame, names: tuple[str, str], z_crit: float
 ) -> _Part:
-    """C1 rule: at each run's last epoch, r = nHSIC(X;Z) last block / first block; holds when
-    r(layer-wise) < (1 - margin) * r(E2E). The same ratio on the excess over the permutation floor
-    (nHSIC(X;Z) - floor_xz) is reported alongside when floors exist, but does not decide."""
-    de, db = _depth_ratio(e2e), _depth_ratio(base)
-    if not (math.isfinite(de.ratio) and math.isfinite(db.ratio)):
-        return _Part("not measured", "needs nHSIC(X;Z) of >= 2 blocks with a positive first block")
-    text = (
-        f"nHSIC(X;Z) last/first block at the last epoch: {names[0]} {_fmt(de.ratio)} (epoch "
-        f"{de.epoch:g}), {names[1]} {_fmt(db.ratio)} (epoch {db.epoch:g}); rule: {names[1]} < "
-        f"{1 - margin:.2f} x {names[0]}"
+    """C1 rule, depth by depth above the floor: at each run's last epoch, for every block in the
+    deeper half (index >= n_blocks // 2), d = excess(E2E) - excess(baseline) with excess = nHSIC(X;Z)
+    - floor and noise sqrt(se_E2E^2 + se_baseline^2) (:func:`excess_with_noise`); holds when d >
+    z_crit x noise at a strict majority of those blocks and d < -z_crit x noise at none. Not measured
+    without a floor, without a noise estimate, or when the runs' block counts differ."""
+    pe, pb = _last_blocks(e2e), _last_blocks(base)
+    if len(pe) < 2 or len(pe) != len(pb):
+        return _Part("not measured", "needs nHSIC(X;Z) of the same >= 2 blocks in both runs")
+    ee, ne = excess_with_noise(pe)
+    eb, nb = excess_with_noise(pb)
+    if not (np.isfinite(ee).all() and np.isfinite(eb).all()):
+        return _Part("not measured", "needs the permutation floor (floor_xz) of every block")
+    noise = np.sqrt(ne**2 + nb**2)
+    if not (np.isfinite(noise).all() and (noise > 0).all()):
+        return _Part("not measured", "no noise estimate (nhsic_xz_std) for the blocks")
+    deep = range(len(pe) // 2, len(pe))
+    z = (ee - eb) / noise
+    more = sum(int(z[i] > z_crit) for i in deep)
+    less = sum(int(z[i] < -z_crit) for i in deep)
+    bits = [
+        f"{pe['layer'].iloc[i]} {ee[i]:.3g}+-{ne[i]:.2g} vs {eb[i]:.3g}+-{nb[i]:.2g} (z {z[i]:.1f})"
+        for i in range(len(pe))
+    ]
+    raw = (
+        f"raw nHSIC(X;Z) last/first block: {names[0]} "
+        + _fmt(float(pe["nhsic_xz"].iloc[-1]) / float(pe["nhsic_xz"].iloc[0]))
+        + f", {names[1]} "
+        + _fmt(float(pb["nhsic_xz"].iloc[-1]) / float(pb["nhsic_xz"].iloc[0]))
     )
-    if math.isfinite(de.excess_ratio) or math.isfinite(db.excess_ratio):
-        text += (
-            f"; above the permutation floor: {names[0]} {_fmt(de.excess_ratio)}, {names[1]} "
-            f"{_fmt(db.excess_ratio)}"
-        )
-    if db.below_floor:
-        text += f"; {names[1]}'s last block is at or below its permutation floor"
-    return _Part(_decide(db.ratio < (1.0 - margin) * de.ratio), text)
+    text = (
+        f"nHSIC(X;Z) above the floor at the last epoch, {names[0]} vs {names[1]}: "
+        + "; ".join(bits)
+        + f". {names[0]} keeps more at {more} and less at {less} of the {len(deep)} deeper blocks "
+        f"(rule: more at a strict majority with z > {z_crit:g}, less at none); {raw} (not used)"
+    )
+    return _Part(_decide(2 * more > len(deep) and less == 0), text)
 
 
 def _claim_c2(
@@ -571,51 +603,75 @@ def _probe_profile(run_df: pd.DataFrame) -> tuple[pd.DataFrame, float]:
     return probed[probed["epoch"] == last].sort_values("layer_index"), float(last)
 
 
-def _claim_c4(
-    e2e: pd.DataFrame,
-    base: pd.DataFrame,
+def _test_size(table: pd.DataFrame | None, column: str | None) -> float:
+    """How many images an accuracy was measured on (NaN when the table cannot say)."""
+    if table is None:
+        return math.nan
+    if column is not None and column in table.columns:
+        values = pd.to_numeric(table[column], errors="coerce").dropna().unique()
+        return float(values[0]) if len(values) == 1 else math.nan
+    if "dataset" in table.columns:
+        from ibstudy.data import INFO
+
+        names = [d for d in pd.unique(table["dataset"].dropna()) if d in INFO]
+        return float(INFO[names[0]].test_size) if len(names) == 1 else math.nan
+    return math.nan
+
+
+def _binomial_noise(p: float, q: float, n: float) -> float:
+    """Standard error of the difference of two accuracies p, q each measured on n images."""
+    if not math.isfinite(n) or n <= 0:
+        return 0.0
+    return math.sqrt((p * (1 - p) + q * (1 - q)) / n)
+
+
+def _claim_c4a(
     epochs: pd.DataFrame | None,
     keys: tuple[tuple, tuple],
     names: tuple[str, str],
     acc_margin: float,
-) -> list[_Part]:
-    """C4 rules, two parts. Accuracy: final test accuracy E2E > layer-wise + acc_margin. Probes (at
-    each run's last probed epoch, same number of probed blocks): mean probe test accuracy over the
-    first half of the blocks (indices < n // 2, at least one) layer-wise >= E2E, and last block
-    E2E >= layer-wise; not measured without probe values for both runs."""
-    parts = []
+    z_crit: float,
+) -> _Part:
+    """C4a rule: final test accuracy E2E - baseline > z_crit x binomial noise (the test set's size)
+    + acc_margin; without a known test-set size only acc_margin is used (said in the evidence)."""
     ae, ab = _final_test_acc(epochs, keys[0]), _final_test_acc(epochs, keys[1])
-    if math.isfinite(ae) and math.isfinite(ab):
-        rule = f" + {acc_margin:.3f}" if acc_margin else ""
-        parts.append(
-            _Part(
-                _decide(ae > ab + acc_margin),
-                f"final test accuracy {names[0]} {ae:.3f}, {names[1]} {ab:.3f} "
-                f"(rule: {names[0]} > {names[1]}{rule})",
-            )
-        )
-    else:
-        parts.append(_Part("not measured", "final test accuracy: not recorded for both runs"))
+    if not (math.isfinite(ae) and math.isfinite(ab)):
+        return _Part("not measured", "final test accuracy: not recorded for both runs")
+    n = _test_size(epochs, None)
+    need = z_crit * _binomial_noise(ae, ab, n) + acc_margin
+    size = f"{n:.0f} test images" if math.isfinite(n) else "test-set size unknown: no noise term"
+    return _Part(
+        _decide(ae - ab > need),
+        f"final test accuracy {names[0]} {ae:.3f}, {names[1]} {ab:.3f}: difference "
+        f"{ae - ab:+.3f}, needs > {need:.3f} ({size}, z {z_crit:g}, margin {acc_margin:g})",
+    )
+
+
+def _claim_c4b(
+    e2e: pd.DataFrame, base: pd.DataFrame, names: tuple[str, str], z_crit: float
+) -> _Part:
+    """C4b rule (probes, at each run's last probed epoch, same number of blocks): the last block's
+    probe test accuracy E2E - baseline > z_crit x binomial noise (n = the evaluation subset), and on
+    the first half of the blocks (mean) the baseline is not below E2E by more than that noise."""
     (pe, ee), (pb, eb) = _probe_profile(e2e), _probe_profile(base)
     if pe.empty or pb.empty or len(pe) != len(pb):
-        parts.append(
-            _Part("not measured", "linear probes: not measured (no probe values per block)")
-        )
-        return parts
+        return _Part("not measured", "linear probes: not measured (no probe values per block)")
+    n = _test_size(e2e, "eval_size")
     n_early = max(1, len(pe) // 2)
     early_e = float(pe["probe_test_acc"].iloc[:n_early].mean())
     early_b = float(pb["probe_test_acc"].iloc[:n_early].mean())
     last_e, last_b = float(pe["probe_test_acc"].iloc[-1]), float(pb["probe_test_acc"].iloc[-1])
-    ok = early_b >= early_e and last_e >= last_b
-    parts.append(
-        _Part(
-            _decide(ok),
-            f"probe test accuracy (epoch {ee:g} vs {eb:g}): first {n_early} block(s) {names[0]} "
-            f"{early_e:.3f}, {names[1]} {early_b:.3f} (rule: {names[1]} >=); last block "
-            f"{names[0]} {last_e:.3f}, {names[1]} {last_b:.3f} (rule: {names[0]} >=)",
-        )
+    need_last = z_crit * _binomial_noise(last_e, last_b, n)
+    need_early = z_crit * _binomial_noise(early_e, early_b, n)
+    ok = last_e - last_b > need_last and early_b >= early_e - need_early
+    size = f"n = {n:.0f}" if math.isfinite(n) else "n unknown: no noise term"
+    return _Part(
+        _decide(ok),
+        f"probe test accuracy (epoch {ee:g} vs {eb:g}, {size}): last block {names[0]} {last_e:.3f}, "
+        f"{names[1]} {last_b:.3f} (rule: {names[0]} higher by > {need_last:.3f}); first {n_early} "
+        f"block(s) {names[0]} {early_e:.3f}, {names[1]} {early_b:.3f} (rule: {names[1]} not lower "
+        f"by > {need_early:.3f})",
     )
-    return parts
 
 
 def _baselines(df: pd.DataFrame, baseline: object) -> list[tuple[str, object]]:
@@ -648,23 +704,24 @@ def claims_table(
     tol_y: float = 0.10,
     acc_margin: float = 0.0,
     min_epochs: int = 3,
+    z_crit: float = Z_CRIT,
 ) -> pd.DataFrame:
     """The claims C1-C4 with their measured evidence and a plain verdict, comparing E2E to a baseline.
 
     ``baseline`` is a (method, head) pair (head None = any single run of that method), or ``"each"``
     for one block of rows per layer-wise variant present. Rules (every claim reads "not measured" when
-    a needed run, column or epoch is absent):
-    C1: at each run's last epoch, r = nHSIC(X;Z) last block / first block; holds if
-    r(baseline) < (1 - margin) r(E2E); the ratio of the excess over the permutation floor is shown, not
-    used.
+    a needed run, column or epoch is absent); ``z_crit`` is how many noise units a difference needs:
+    C1: depth by depth above the permutation floor at the last epoch (:func:`_claim_c1`): E2E keeps
+    more input information than the baseline, beyond noise, at a strict majority of the deeper half
+    of the blocks and less at none; the raw last/first-block ratios are shown, not used.
     C2: range across blocks of each SHAPE_STATS statistic (:func:`shape_spread`); holds if E2E's
     range exceeds (1 + margin) x the baseline's for a strict majority of them (needs >= min_epochs).
     C3: :func:`fit_then_compress` (tol, tol_y, min_epochs) on E2E's last block; the baseline's result
     is reported in the evidence only.
-    C4: two parts, accuracy (final test accuracy E2E > baseline + acc_margin) and probes (first-half
-    blocks' mean probe test accuracy baseline >= E2E, and last block E2E >= baseline, at each run's
-    last probed epoch). A claim with several parts is "does not hold" if any measured part fails,
-    "holds" if every measured part holds, and ``measured`` says "fully", "partly" or "no".
+    C4a: final test accuracy E2E - baseline > z_crit x binomial noise + acc_margin.
+    C4b: linear probes: the last block E2E above the baseline beyond binomial noise, and the first
+    half of the blocks not below E2E beyond it (at each run's last probed epoch).
+    ``measured`` says "fully", "partly" or "no" (claims with several parts).
     ``layers`` may be any measurement table of one estimator (:func:`ibstudy.measure.measure`); a
     table mixing estimators is refused, and ``num_classes=None`` reads the table's own column.
     Columns: claim, statement, evidence, verdict, measured, baseline, scale.
@@ -683,6 +740,7 @@ def claims_table(
     tol_y = _check_fraction(tol_y, "tol_y")
     acc_margin = _check_fraction(acc_margin, "acc_margin")
     min_epochs = _check_min_epochs(min_epochs)
+    z_crit = check_real("z_crit", z_crit, minimum=0.0)
     pairs = _baselines(df, baseline)
     e2e_keys = _match(df, "e2e")
     if len(e2e_keys) > 1:
@@ -706,10 +764,11 @@ def claims_table(
             names = (_label(keys[0]), _label(keys[1]))
             e2e, base = _rows_of(df, keys[0]), _rows_of(df, keys[1])
             claims = {
-                "C1": [_claim_c1(e2e, base, names, margin)],
+                "C1": [_claim_c1(e2e, base, names, z_crit)],
                 "C2": [_claim_c2(e2e, base, names, num_classes, margin, min_epochs)],
                 "C3": [_claim_c3(e2e, base, keys, names, tol, tol_y, min_epochs)],
-                "C4": _claim_c4(e2e, base, ep, keys, names, acc_margin),
+                "C4a": [_claim_c4a(ep, keys, names, acc_margin, z_crit)],
+                "C4b": [_claim_c4b(e2e, base, names, z_crit)],
             }
             label = names[1]
         for claim, parts in claims.items():

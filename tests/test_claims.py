@@ -306,35 +306,52 @@ def test_all_claims_hold_on_paper_like_tables() -> None:
     assert list(table.columns) == [
         "claim", "statement", "evidence", "verdict", "measured", "baseline", "scale",
     ]  # fmt: skip
-    assert list(table["claim"]) == ["C1", "C2", "C3", "C4"]
-    assert verdicts(table) == {c: "holds" for c in ("C1", "C2", "C3", "C4")}
+    assert list(table["claim"]) == ["C1", "C2", "C3", "C4a", "C4b"]
+    assert verdicts(table) == {c: "holds" for c in ("C1", "C2", "C3", "C4a", "C4b")}
     assert (table["measured"] == "fully").all()
     assert (table["scale"] == SCALE).all() and (table["baseline"] == "layerwise/linear").all()
-    # the evidence carries the measured numbers: ratio e2e 25/50, layer-wise 1/5
-    assert "e2e 0.50" in row(table, "C1")["evidence"]
-    assert "layerwise/linear 0.20" in row(table, "C1")["evidence"]
-    assert "at or below its permutation floor" in row(table, "C1")["evidence"]  # 1.0 <= 1.5
-    # the same ratio above the floor: (25 - 1.5) / (50 - 1.5), (1 - 1.5) / (5 - 1.5)
-    assert (
-        "above the permutation floor: e2e 0.48, layerwise/linear -0.14"
-        in row(table, "C1")["evidence"]
-    )
-    assert "0.950" in row(table, "C4")["evidence"] and "0.900" in row(table, "C4")["evidence"]
+    # C1 evidence: the excess over the floor (1.5) per block with its noise (0.1: std, k unknown)
+    c1 = row(table, "C1")["evidence"]
+    assert "block3 23.5+-0.1 vs -0.5+-0.1 (z 169.7)" in c1
+    assert "keeps more at 2 and less at 0 of the 2 deeper blocks" in c1
+    assert "raw nHSIC(X;Z) last/first block: e2e 0.50, layerwise/linear 0.20 (not used)" in c1
+    assert "0.950" in row(table, "C4a")["evidence"] and "0.900" in row(table, "C4a")["evidence"]
 
 
 def test_c1_flips_when_layerwise_keeps_input_information() -> None:
     lw_xz = LW_XZ.copy()
-    lw_xz[:, 1:4] = lw_xz[:, [0]]  # every block as informative about X as the first one
+    lw_xz[4, :4] = E2E_XZ[4, :4]  # layer-wise ends exactly where E2E ends, block by block
     table = claims.claims_table(*tables(lw_xz=lw_xz), C, scale=SCALE)
     assert verdicts(table)["C1"] == "does not hold"
-    assert "layerwise/linear 1.00" in row(table, "C1")["evidence"]
-    # the margin: a layer-wise ratio just under E2E's is not enough
-    lw_xz[4, :4] = [50.0, 30.0, 30.0, 24.5]  # ratio 0.49 vs E2E 0.50
+    assert "keeps more at 0 and less at 0 of the 2 deeper blocks" in row(table, "C1")["evidence"]
+    # noise: differences within z_crit x sqrt(0.1^2 + 0.1^2) = 0.28 do not count
+    lw_xz[4, 2:4] = [29.8, 24.8]
     assert verdicts(claims.claims_table(*tables(lw_xz=lw_xz), C, scale=SCALE))["C1"] == (
         "does not hold"
     )
-    lw_xz[4, 3] = 20.0  # ratio 0.40 < 0.95 * 0.50
+    lw_xz[4, 2:4] = [29.0, 24.0]  # 1.0 below E2E at both deeper blocks: z = 3.5 each
     assert verdicts(claims.claims_table(*tables(lw_xz=lw_xz), C, scale=SCALE))["C1"] == "holds"
+    lw_xz[4, 2] = 31.0  # ... but more than E2E at one of them: not "less at none"
+    assert verdicts(claims.claims_table(*tables(lw_xz=lw_xz), C, scale=SCALE))["C1"] == (
+        "does not hold"
+    )
+
+
+def test_c1_noise_only_tables_never_hold() -> None:
+    """Both methods at the floor plus noise: C1 must read "does not hold", never "holds"."""
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        e2e_xz = 1.5 + rng.normal(0, 0.1, E2E_XZ.shape)
+        lw_xz = 1.5 + rng.normal(0, 0.1, LW_XZ.shape)
+        table = claims.claims_table(*tables(e2e_xz=e2e_xz, lw_xz=lw_xz), C, scale=SCALE)
+        assert verdicts(table)["C1"] != "holds"
+
+
+def test_c1_needs_a_floor() -> None:
+    layers, epochs = tables()
+    table = claims.claims_table(layers.assign(floor_xz=math.nan), epochs, C, scale=SCALE)
+    assert verdicts(table)["C1"] == "not measured"
+    assert "needs the permutation floor" in row(table, "C1")["evidence"]
 
 
 def test_c2_flips_when_e2e_layers_look_alike() -> None:
@@ -367,10 +384,17 @@ def test_c3_flips_when_e2e_last_block_keeps_growing() -> None:
     assert "layerwise/linear's last block it holds" in row(table, "C3")["evidence"]
 
 
-def test_c4_accuracy_part_flips() -> None:
+def test_c4a_accuracy_flips_and_uses_binomial_noise() -> None:
     table = claims.claims_table(*tables(lw_acc=[0.1, 0.9, 0.95, 0.96, 0.97]), C, scale=SCALE)
-    assert verdicts(table)["C4"] == "does not hold"
-    assert row(table, "C4")["measured"] == "fully"
+    assert verdicts(table)["C4a"] == "does not hold"
+    assert row(table, "C4a")["measured"] == "fully"
+    assert "test-set size unknown" in row(table, "C4a")["evidence"]
+    # with the dataset known (mnist5k: 1,000 test images) the noise is sqrt(2 * 0.9 * 0.1 / 1000)
+    layers, epochs = tables(lw_acc=[0.1, 0.85, 0.88, 0.90, 0.93])  # E2E 0.95: 0.02 ahead
+    assert verdicts(claims.claims_table(layers, epochs, C, scale=SCALE))["C4a"] == "holds"
+    table = claims.claims_table(layers, epochs.assign(dataset="mnist5k"), C, scale=SCALE)
+    assert verdicts(table)["C4a"] == "does not hold"  # needs > 2 x 0.0105 = 0.021
+    assert "1000 test images" in row(table, "C4a")["evidence"]
 
 
 def test_c4_probe_part_flips() -> None:
@@ -379,28 +403,27 @@ def test_c4_probe_part_flips() -> None:
     last = layers["layer"] == "block3"
     layers.loc[lw & last & layers["probe_test_acc"].notna(), "probe_test_acc"] = 0.99
     table = claims.claims_table(layers, epochs, C, scale=SCALE)
-    assert verdicts(table)["C4"] == "does not hold"  # accuracy holds, probes do not
-    assert "0.990" in row(table, "C4")["evidence"]
+    assert verdicts(table)["C4a"] == "holds" and verdicts(table)["C4b"] == "does not hold"
+    assert "0.990" in row(table, "C4b")["evidence"]
+    # with n = 512 probe images, 0.97 vs 0.955 is within 2 x binomial noise (0.024)
+    layers.loc[lw & last & layers["probe_test_acc"].notna(), "probe_test_acc"] = 0.955
+    assert verdicts(claims.claims_table(layers, epochs, C, scale=SCALE))["C4b"] == "holds"
+    noisy = claims.claims_table(layers.assign(eval_size=512), epochs, C, scale=SCALE)
+    assert verdicts(noisy)["C4b"] == "does not hold" and "n = 512" in row(noisy, "C4b")["evidence"]
 
 
-def test_c4_without_probes_is_partly_measured() -> None:
+def test_c4_parts_without_probes_or_epochs() -> None:
     layers, epochs = tables(probes=False)
     table = claims.claims_table(layers, epochs, C, scale=SCALE)
-    c4 = row(table, "C4")
-    assert c4["verdict"] == "holds" and c4["measured"] == "partly"
-    assert "probes: not measured" in c4["evidence"]
-    # the accuracy part still decides when it fails
-    table = claims.claims_table(
-        *tables(probes=False, lw_acc=[0.1, 0.9, 0.95, 0.96, 0.97]), C, scale=SCALE
-    )
-    assert row(table, "C4")["verdict"] == "does not hold"
-    assert row(table, "C4")["measured"] == "partly"
+    assert row(table, "C4a")["verdict"] == "holds"
+    assert row(table, "C4b")["verdict"] == "not measured"
+    assert "probes: not measured" in row(table, "C4b")["evidence"]
     # no probe columns at all reads the same as probes never run
     no_cols = layers.drop(columns=["probe_train_acc", "probe_test_acc"])
-    assert row(claims.claims_table(no_cols, epochs, C, scale=SCALE), "C4")["measured"] == "partly"
-    # neither accuracy (no epochs table) nor probes: not measured
-    c4 = row(claims.claims_table(layers, None, C, scale=SCALE), "C4")
-    assert c4["verdict"] == "not measured" and c4["measured"] == "no"
+    assert row(claims.claims_table(no_cols, epochs, C, scale=SCALE), "C4b")["measured"] == "no"
+    # no epochs table: the accuracy row is not measured
+    c4a = row(claims.claims_table(layers, None, C, scale=SCALE), "C4a")
+    assert c4a["verdict"] == "not measured" and c4a["measured"] == "no"
 
 
 def test_too_few_epochs_makes_trajectory_claims_not_measured() -> None:
@@ -425,7 +448,7 @@ def test_baselines_each_and_by_argument() -> None:
     layers, epochs = tables()
     # an MLP-head layer-wise run that does not collapse with depth
     mlp_xz = LW_XZ.copy()
-    mlp_xz[:, 1:4] = mlp_xz[:, [0]]
+    mlp_xz[:, :4] = E2E_XZ[:, :4] + 1.0  # keeps more input information than E2E at every block
     layers = pd.concat(
         [layers, run_layers("lw-mlp", "layerwise", "mlp", mlp_xz, LW_YZ)], ignore_index=True
     )
@@ -437,7 +460,7 @@ def test_baselines_each_and_by_argument() -> None:
     mlp = claims.claims_table(layers, epochs, C, scale=SCALE, baseline=("layerwise", "mlp"))
     assert verdicts(mlp)["C1"] == "does not hold" and (mlp["baseline"] == "layerwise/mlp").all()
     each = claims.claims_table(layers, epochs, C, scale=SCALE, baseline="each")
-    assert len(each) == 8
+    assert len(each) == 10
     c1 = each[each["claim"] == "C1"].set_index("baseline")["verdict"]
     assert c1.to_dict() == {"layerwise/linear": "holds", "layerwise/mlp": "does not hold"}
     with pytest.raises(ValueError, match="2 runs in layers match baseline layerwise"):

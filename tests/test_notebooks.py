@@ -61,12 +61,12 @@ def test_every_notebook_executes_and_writes(study):
         layers = pd.read_csv(study / "tables" / f"{name}_layers.csv")
         assert set(layers["epoch"]) == {0, 1} and layers["nhsic_xz"].notna().all()
     claims = pd.read_csv(study / "tables" / "06_claims.csv")
-    assert set(claims["claim"]) == {"C1", "C2", "C3", "C4"}
+    assert set(claims["claim"]) == {"C1", "C2", "C3", "C4a", "C4b"}
     assert claims["summary"].str.fullmatch(r"holds in [01] of 1 seeds|not measured").all()
     assert claims["scale"].str.contains("1 epochs").all()
     robust = pd.read_csv(study / "tables" / "07_claims_by_estimator.csv")
     assert robust.groupby("estimator")["claim"].apply(sorted).map(tuple).nunique() == 1
-    assert robust["estimator"].nunique() == 4 and len(robust) == 16
+    assert robust["estimator"].nunique() == 4 and len(robust) == 20
     # notebook 07 re-measured notebook 02's runs: it trained nothing new
     runs = {p.name for p in (study / "runs").iterdir()}
     assert sum(name.startswith("lenet5-") for name in runs) == 3  # 02: e2e, linear; 03: mlp

@@ -29,6 +29,7 @@ def _layers(decay: dict[tuple[str, int], float]) -> pd.DataFrame:
                         "run": f"{method}-s{seed}", "method": method, "head": head, "seed": seed,
                         "dataset": "mnist5k", "num_classes": 10, "epoch": epoch, "layer": layer,
                         "layer_index": index, "nhsic_xz": xz, "nhsic_yz": 5.0 + epoch,
+                        "nhsic_xz_std": 0.1, "nhsic_yz_std": 0.1,
                         "floor_xz": 1.0, "floor_yz": 0.1, "head_test_acc": 0.9 if index else 0.5,
                         "probe_test_acc": math.nan, "measure_id": "m",
                     }
@@ -91,7 +92,7 @@ def test_claims_per_seed_counts_k_of_n():
     assert table.loc["C1", "summary"] == "holds in 2 of 3 seeds"
     assert table.loc["C1", "holds"] == 2 and table.loc["C1", "seeds"] == 3
     assert "seed 2: does not hold" in table.loc["C1", "verdicts"]
-    assert list(table.index) == ["C1", "C2", "C3", "C4"]
+    assert list(table.index) == ["C1", "C2", "C3", "C4a", "C4b"]
 
 
 def test_claims_per_seed_needs_shared_seeds():

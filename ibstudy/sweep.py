@@ -1,0 +1,348 @@
+"""A grid of training runs: ``python -m ibstudy sweep`` (every TrainConfig field takes a comma list).
+
+The grid is the Cartesian product of the given value lists (fields in the given order, the last one
+varying fastest). Every config is built and validated before anything runs; ``--dry-run`` prints one
+``python -m ibstudy train ... --resume`` command per run (one line each, for a scheduler's job array),
+otherwise the runs are trained one after another. Runs are cached by config (a complete run is reused),
+and the run folder's lock keeps two processes from writing the same run. No torch import here.
+
+Value syntax on the command line: integers, numbers and strings as for ``train``; booleans
+``true``/``false``; ``--train-size`` an integer or ``none``; tuple fields (``milestones``,
+``probe_epochs``, ``save_epochs``) take integers joined by ``+`` per value and ``none`` for the empty
+tuple, e.g. ``--milestones 20+30,none`` is a grid of two values, (20, 30) and ().
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import shlex
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from ibstudy.checks import check_choice
+from ibstudy.config import PRESETS, TrainConfig
+
+if TYPE_CHECKING:
+    from ibstudy.store import Run
+
+__all__ = [
+    "add_sweep_parser",
+    "command_for",
+    "expand_grid",
+    "parse_grid",
+    "run_sweep",
+    "sweep_configs",
+]
+
+_FIELDS: tuple[str, ...] = ("head", "probe_size", "probe_epochs", "milestones")
+_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(TrainConfig))
+
+
+# ------------------------------------------------------------------------------------------------
+# The grid
+# ------------------------------------------------------------------------------------------------
+
+
+def _unknown_field(name: str, where: str = "the sweep grid") -> ValueError:
+    return ValueError(f"unknown TrainConfig field {name!r} in {where}; allowed: {sorted(_FIELDS)}")
+
+
+def _describe(point: Mapping[str, Any]) -> str:
+    """``method='e2e', seed=0`` (the grid point as it appears in error messages)."""
+    return ", ".join(f"{k}={v!r}" for k, v in point.items()) or "(no grid fields)"
+
+
+def expand_grid(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
+    """The Cartesian product of ``grid`` (field -> values) as dicts, fields in the given order and
+    the last varying fastest; ValueError for an unknown field, an empty value list or a duplicate."""
+    for name, values in grid.items():
+        if name not in _FIELDS:
+            raise _unknown_field(name)
+        if isinstance(values, str | bytes) or not isinstance(values, Iterable):
+            raise ValueError(f"{name}: the grid needs a list of values, got {values!r}")
+        values = list(values)
+        if not values:
+            raise ValueError(
+                f"{name}: empty value list in the sweep grid (give at least one value)"
+            )
+        for i, value in enumerate(values):
+            if any(value == earlier for earlier in values[:i]):
+                raise ValueError(f"{name}: duplicate value {value!r} in the sweep grid {values!r}")
+    names = list(grid)
+    return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*grid.values())]
+
+
+def _parse_tuple(text: str) -> tuple[int, ...]:
+    return () if text.lower() == "none" else tuple(int(t) for t in text.split("+"))
+
+
+def _parse_optional_int(text: str) -> int | None:
+    return None if text.lower() == "none" else int(text)
+
+
+def _parse_value(name: str, text: str) -> Any:
+    """One grid value of field ``name`` from its command-line text (ValueError naming the field)."""
+    default = getattr(TrainConfig(), name)
+    parse: Any = type(default)
+    kind = {int: "an integer", float: "a number"}.get(parse, "a string")
+    if isinstance(default, bool):
+        from ibstudy.__main__ import _parse_bool  # lazy: ibstudy.__main__ imports this module
+
+        kind, parse = "true or false", _parse_bool
+    elif isinstance(default, tuple):
+        kind = "integers joined by '+' such as 20+30, or none for the empty tuple"
+        parse = _parse_tuple
+    elif name == "train_size":
+        kind, parse = "an integer or none", _parse_optional_int
+    try:
+        return parse(text.strip())
+    except (ValueError, argparse.ArgumentTypeError):
+        raise ValueError(f"{name}: expected {kind}, got {text.strip()!r}") from None
+
+
+def parse_grid(pairs: Iterable[tuple[str, str]] | Mapping[str, str]) -> dict[str, list[Any]]:
+    """The grid from ``(field, text)`` pairs such as ``("seed", "0,1,2")``: each text a comma list
+    parsed with the field's type (module docstring); ValueError naming the field for bad input."""
+    items = pairs.items() if isinstance(pairs, Mapping) else pairs
+    grid: dict[str, list[Any]] = {}
+    for raw_name, text in items:
+        name = raw_name.removeprefix("--").replace("-", "_")
+        if name not in _FIELDS:
+            raise _unknown_field(name)
+        if name in grid:
+            raise ValueError(f"{name}: given twice; give all its values in one comma list")
+        parts = text.split(",")
+        if not text.strip():
+            raise ValueError(
+                f"{name}: empty value list in the sweep grid (give at least one value)"
+            )
+        if any(not p.strip() for p in parts):
+            raise ValueError(f"{name}: empty value in the comma list {text!r}")
+        grid[name] = [_parse_value(name, p) for p in parts]
+    return grid
+
+
+def sweep_configs(
+    preset: str, grid: Mapping[str, Sequence[Any]], **fixed: Any
+) -> list[TrainConfig]:
+    """Every grid point as a validated ``TrainConfig.preset(preset, **fixed, **point)``, in grid
+    order; ValueError naming the grid point for a bad combination, or two points of one run folder."""
+    check_choice("preset", preset, PRESETS)
+    for name in fixed:
+        if name not in _FIELDS:
+            raise _unknown_field(name, "the fixed settings")
+    both = [name for name in grid if name in fixed]
+    if both:
+        raise ValueError(f"field(s) {both} are both fixed and in the sweep grid; give them once")
+    configs: list[TrainConfig] = []
+    seen: dict[Any, dict[str, Any]] = {}
+    for point in expand_grid(grid):
+        try:
+            cfg = TrainConfig.preset(preset, **fixed, **point)
+        except ValueError as exc:
+            raise ValueError(f"grid point {_describe(point)}: {exc}") from None
+        folder = cfg.run_dir()
+        if folder in seen:
+            raise ValueError(
+                f"grid points {_describe(seen[folder])} and {_describe(point)} are the same run "
+                f"(folder {str(folder)!r}): they differ only in settings that are not part of a "
+                f"run's identity (measurement, device or storage); sweep those separately"
+            )
+        seen[folder] = point
+        configs.append(cfg)
+    return configs
+
+
+# ------------------------------------------------------------------------------------------------
+# Commands and runs
+# ------------------------------------------------------------------------------------------------
+
+
+def _option_text(value: Any) -> str:
+    """A config value as the ``train`` command's option text."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, tuple):
+        return ",".join(str(v) for v in value)
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def command_for(
+    cfg: TrainConfig, preset: str, *, always: Iterable[str] = (), progress: bool = True
+) -> str:
+    """The one-line ``python -m ibstudy train --preset P ... --resume`` that rebuilds exactly ``cfg``:
+    the fields in ``always`` and those that differ from what the preset gives (ValueError if none can)."""
+    always = [name for name in always if name in _FIELDS]
+    reference = TrainConfig.preset(preset)
+    overrides = {
+        name: getattr(cfg, name)
+        for name in _FIELDS
+        if name in always or getattr(cfg, name) != getattr(reference, name)
+    }
+    for name in [n for n in overrides if n not in always]:
+        rest = {k: v for k, v in overrides.items() if k != name}
+        try:  # leave out what the preset derives from the other options (head from method, ...)
+            if TrainConfig.preset(preset, **rest) == cfg:
+                overrides = rest
+        except ValueError:
+            pass
+    if TrainConfig.preset(preset, **overrides) != cfg:
+        raise ValueError(f"config {cfg.run_id()!r} cannot be rebuilt from the {preset!r} preset")
+    words = ["python", "-m", "ibstudy", "train", "--preset", preset]
+    for name, value in overrides.items():
+        if value is not None:  # only train_size can be None, which is every preset's default
+            words += ["--" + name.replace("_", "-"), _option_text(value)]
+    words += [] if progress else ["--no-progress"]
+    return shlex.join([*words, "--resume"])
+
+
+def run_sweep(configs: Sequence[TrainConfig], *, progress: bool = True) -> list[Run]:
+    """Train ``configs`` one after another (complete runs are reused); a failed run (locked by another
+    process, bad data, diverged) is reported and skipped. Returns the finished runs in order."""
+    from ibstudy.store import read_meta
+    from ibstudy.training import TrainingDiverged, train
+
+    runs: list[Run] = []
+    summary: list[str] = []
+    for i, cfg in enumerate(configs, start=1):
+        run_id = cfg.run_id()
+        if progress:
+            print(f"sweep [{i}/{len(configs)}] {run_id}", flush=True)
+        try:
+            status = "cached" if read_meta(cfg.run_dir()).get("complete") else "resumed"
+        except ValueError:
+            status = "trained"
+        try:
+            run = train(cfg, resume=True, progress=progress)
+        except (ValueError, TrainingDiverged, OSError) as exc:  # RunLocked is a ValueError
+            print(f"sweep: run {run_id} failed: {exc}", file=sys.stderr, flush=True)
+            summary.append(f"failed   {run_id}")
+            continue
+        runs.append(run)
+        acc = run.epochs["test_acc"].iloc[-1] if len(run.epochs) else float("nan")
+        summary.append(f"{status:<8} {run_id}  test_acc {acc:.4f}  {run.path}")
+    print("\n".join(summary))
+    print(f"sweep: {len(runs)} of {len(configs)} run(s) finished", flush=True)
+    return runs
+
+
+# ------------------------------------------------------------------------------------------------
+# Command line
+# ------------------------------------------------------------------------------------------------
+
+
+class _GridOption(argparse.Action):
+    """Appends ``(field, text)`` to ``namespace.grid``, keeping the order the options were given."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, field: str, **kwargs: Any):
+        super().__init__(option_strings, dest, **kwargs)
+        self.field = field
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option_string: Any = None):
+        setattr(
+            namespace, self.dest, [*(getattr(namespace, self.dest) or []), (self.field, values)]
+        )
+
+
+def _field_help(name: str) -> tuple[str, str]:
+    """(metavar, help) of a field's grid option."""
+    default = getattr(TrainConfig(), name)
+    if isinstance(default, bool):
+        return "B,...", "comma list of true|false"
+    if isinstance(default, tuple):
+        return "N+N,...", "comma list of tuples: integers joined by '+', none = empty"
+    if name == "train_size":
+        return "N,...", "comma list of integers or none (all images)"
+    metavar = {int: "N,...", float: "X,..."}.get(type(default), "S,...")
+    return metavar, "comma list"
+
+
+def _one_line_errors(parser: argparse.ArgumentParser) -> None:
+    """Make ``parser`` report bad options as one ``error: ...`` line (exit 2) and hand unknown
+    options to the command (``args.unknown``), which names them as unknown fields."""
+
+    def error(message: str) -> NoReturn:
+        print(f"error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+    parse_known_args = parser.parse_known_args
+
+    def keep_unknown(args: Any = None, namespace: Any = None) -> tuple[Any, list[str]]:
+        namespace, extras = parse_known_args(args, namespace)
+        namespace.unknown = [*getattr(namespace, "unknown", []), *extras]
+        return namespace, []
+
+    parser.error = error  # type: ignore[method-assign]
+    parser.parse_known_args = keep_unknown  # type: ignore[method-assign]
+
+
+def add_sweep_parser(subparsers: Any) -> None:
+    """Add the ``sweep`` sub-command (a grid of ``train`` runs; one comma-list option per TrainConfig
+    field) to ``subparsers``."""
+    parser = subparsers.add_parser(
+        "sweep",
+        help="train a grid of runs (comma lists per field), or print one train command per run",
+        description="Expand a grid of TrainConfig values into runs (the Cartesian product of the "
+        "comma lists, the last option varying fastest) and train them one after another; complete "
+        "runs are reused and a run that another process is writing is reported and skipped. Every "
+        "config is validated before anything runs. --dry-run prints one `python -m ibstudy train "
+        "... --resume` command per run instead, e.g. for a scheduler's job array.",
+        epilog="Values: integers, numbers and strings as for `train`; booleans true|false; "
+        "--train-size an integer or none; tuple fields (--milestones, --probe-epochs, "
+        "--save-epochs) take integers joined by '+' per value and none for the empty tuple, e.g. "
+        "--milestones 20+30,10+20,none. Exit status: 0 when every run finished, 1 when a run "
+        "failed, 2 for bad input (nothing runs).",
+        allow_abbrev=False,
+    )
+    parser.add_argument("--preset", choices=PRESETS, default="quick", help="base settings")
+    parser.add_argument(
+        "--dry-run", action="store_true",
+        help="print one train command per run (one a line) and exit; nothing is trained",
+    )  # fmt: skip
+    parser.add_argument(
+        "--no-progress", action="store_true",
+        help="no progress output (without a terminal, progress is printed as plain lines)",
+    )  # fmt: skip
+    for name in _FIELDS:
+        metavar, text = _field_help(name)
+        parser.add_argument(
+            "--" + name.replace("_", "-"), action=_GridOption, field=name, dest="grid",
+            default=None, metavar=metavar, help=text,
+        )  # fmt: skip
+    _one_line_errors(parser)
+    parser.set_defaults(func=_sweep_main)
+
+
+def _sweep_main(args: argparse.Namespace) -> int:
+    try:
+        unknown = getattr(args, "unknown", [])
+        if unknown:
+            options = [u for u in unknown if u.startswith("--")]
+            if options:
+                raise _unknown_field(options[0][2:].split("=")[0].replace("-", "_"))
+            raise ValueError(f"unexpected argument(s) {unknown}; give grid values as --field V,V")
+        grid = parse_grid(args.grid or [])
+        configs = sweep_configs(args.preset, grid)
+        commands = [
+            command_for(cfg, args.preset, always=grid, progress=not args.no_progress)
+            for cfg in configs
+        ]
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        print("\n".join(commands))
+        return 0
+    try:
+        runs = run_sweep(configs, progress=not args.no_progress)
+    except KeyboardInterrupt:
+        print(
+            "interrupted: every finished run and every completed epoch is kept; the same sweep "
+            "command continues (finished runs are reused)",
+            file=sys.stderr,
+        )
+        return 130
+    return 0 if len(runs) == len(configs) else 1
