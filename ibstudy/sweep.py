@@ -52,7 +52,7 @@ def _unknown_field(name: str, where: str = "the sweep grid") -> ValueError:
 
 def _describe(point: Mapping[str, Any]) -> str:
     """``method='e2e', seed=0`` (the grid point as it appears in error messages)."""
-    return ", ".join(f"{k}={v!r}" for k, v in point.items()) or "(no grid fields)"
+    return ", ".join(f"{k}={v!r}" for k, v in point.items())
 
 
 def expand_grid(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
@@ -143,7 +143,7 @@ def sweep_configs(
         try:
             cfg = TrainConfig.preset(preset, **fixed, **point)
         except ValueError as exc:
-            raise ValueError(f"grid point {_describe(point)}: {exc}") from None
+            raise ValueError(f"grid point {_describe(point)}: {exc}" if point else str(exc)) from None
         folder = cfg.run_dir()
         if folder in seen:
             raise ValueError(
@@ -324,10 +324,12 @@ def _sweep_main(args: argparse.Namespace) -> int:
             if options:
                 raise _unknown_field(options[0][2:].split("=")[0].replace("-", "_"))
             raise ValueError(f"unexpected argument(s) {unknown}; give grid values as --field V,V")
-        grid = parse_grid(args.grid or [])
-        configs = sweep_configs(args.preset, grid)
+        given = parse_grid(args.grid or [])
+        grid = {name: values for name, values in given.items() if len(values) > 1}
+        fixed = {name: values[0] for name, values in given.items() if len(values) == 1}
+        configs = sweep_configs(args.preset, grid, **fixed)
         commands = [
-            command_for(cfg, args.preset, always=grid, progress=not args.no_progress)
+            command_for(cfg, args.preset, always=given, progress=not args.no_progress)
             for cfg in configs
         ]
     except ValueError as exc:

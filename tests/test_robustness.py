@@ -71,7 +71,7 @@ def test_claims_by_estimator_flags_a_floor_driven_c1():
     # C1 decides on the excess over the floor, so the raw table cannot fool it either
     assert c1["raw"] == "does not hold" and c1["excess"] == "does not hold"
     assert (
-        "raw nHSIC(X;Z) last/first block: e2e 0.80, layerwise/linear 0.40 (not used)"
+        "raw nHSIC(X;Z) last/first block: e2e 0.90, layerwise/linear 0.61 (not used)"
         in (table[(table["claim"] == "C1") & (table["estimator"] == "raw")]["evidence"].iloc[0])
     )
     assert set(table["estimator"]) == {"raw", "excess"} and len(table) == 10

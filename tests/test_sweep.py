@@ -205,8 +205,10 @@ def test_dry_run_keeps_fixed_options(capsys, monkeypatch):
         (["--fields", "1,2"], "unknown TrainConfig field 'fields'"),
         (["--seed", ""], "seed: empty value list"),
         (["--seed", "0,1,0"], "seed: duplicate value 0"),
-        (["--method", "e2e", "--head", "mlp"], "grid point method='e2e', head='mlp': head must be"),
-        (["--method", "e2e,layerwise", "--local-loss", "similarity_matching"], "grid point"),
+        (["--method", "e2e", "--head", "mlp"], "error: head must be 'none' when method='e2e'"),
+        (["--method", "layerwise,e2e", "--head", "mlp"], "grid point method='e2e': head must be"),
+        (["--method", "e2e,layerwise", "--local-loss", "supcon", "--augment", "true"],
+         "grid point method='e2e': local_loss must be 'cross_entropy'"),  # fmt: skip
         (["--seed", "x"], "seed: expected an integer"),
         (["--seed"], "argument --seed: expected one argument"),
         (["--preset", "huge"], "argument --preset: invalid choice"),
