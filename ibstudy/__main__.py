@@ -1,8 +1,9 @@
-"""Command line: ``python -m ibstudy run | train | measure``.
+"""Command line: ``python -m ibstudy run | train | measure | sweep``.
 
 - ``run``: execute notebooks headlessly with papermill (``make study``);
 - ``train``: train one run and record the plane every epoch (every TrainConfig field is an option);
-- ``measure``: re-measure a stored run under another estimator (docs/method.md §10), no retraining.
+- ``measure``: re-measure a stored run under another estimator (docs/method.md §10), no retraining;
+- ``sweep``: a grid of training runs (comma lists per option), run one after another or printed.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 from ibstudy.config import ESTIMATORS, PRESETS, MeasureConfig, TrainConfig
 from ibstudy.run import add_run_parser
+from ibstudy.sweep import add_sweep_parser
 
 
 def _parse_bool(text: str) -> bool:
@@ -151,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     add_run_parser(sub)
     add_train_parser(sub)
     add_measure_parser(sub)
+    add_sweep_parser(sub)
     args = parser.parse_args(argv)
     return int(args.func(args))
 

@@ -37,7 +37,6 @@ __all__ = [
     "sweep_configs",
 ]
 
-_FIELDS: tuple[str, ...] = ("head", "probe_size", "probe_epochs", "milestones")
 _FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(TrainConfig))
 
 
@@ -143,7 +142,9 @@ def sweep_configs(
         try:
             cfg = TrainConfig.preset(preset, **fixed, **point)
         except ValueError as exc:
-            raise ValueError(f"grid point {_describe(point)}: {exc}" if point else str(exc)) from None
+            raise ValueError(
+                f"grid point {_describe(point)}: {exc}" if point else str(exc)
+            ) from None
         folder = cfg.run_dir()
         if folder in seen:
             raise ValueError(

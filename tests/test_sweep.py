@@ -28,6 +28,14 @@ TINY = [
 ]  # fmt: skip
 
 
+def tiny_configs(tmp_path) -> list[TrainConfig]:
+    """The two configs of ``sweep --method e2e,layerwise *TINY --results-dir tmp_path``."""
+    fixed = dict(train_size=256, eval_size=256, chunk_size=128, epochs=1, probe_epochs=())
+    return sweep_configs(
+        "quick", {"method": ["e2e", "layerwise"]}, **fixed, device="cpu", results_dir=str(tmp_path)
+    )
+
+
 def sweep(argv: list[str]) -> int:
     """Run ``sweep ARGV`` in-process through a parser holding only the sweep sub-command."""
     parser = argparse.ArgumentParser(prog="python -m ibstudy")
@@ -207,8 +215,10 @@ def test_dry_run_keeps_fixed_options(capsys, monkeypatch):
         (["--seed", "0,1,0"], "seed: duplicate value 0"),
         (["--method", "e2e", "--head", "mlp"], "error: head must be 'none' when method='e2e'"),
         (["--method", "layerwise,e2e", "--head", "mlp"], "grid point method='e2e': head must be"),
-        (["--method", "e2e,layerwise", "--local-loss", "supcon", "--augment", "true"],
-         "grid point method='e2e': local_loss must be 'cross_entropy'"),  # fmt: skip
+        (
+            ["--method", "e2e,layerwise", "--local-loss", "supcon", "--augment", "true"],
+            "grid point method='e2e': local_loss must be 'cross_entropy'",
+        ),
         (["--seed", "x"], "seed: expected an integer"),
         (["--seed"], "argument --seed: expected one argument"),
         (["--preset", "huge"], "argument --preset: invalid choice"),
@@ -233,9 +243,7 @@ def test_tiny_sweep_trains_then_reuses(capsys, tmp_path):
     argv = ["--method", "e2e,layerwise", *TINY, "--results-dir", str(tmp_path)]
     assert sweep(argv) == 0
     out = capsys.readouterr().out
-    configs = sweep_configs("quick", parse_grid([("method", "e2e,layerwise"), ("train_size", "256"),
-                            ("eval_size", "256"), ("chunk_size", "128"), ("epochs", "1"),
-                            ("probe_epochs", "none"), ("device", "cpu"), ("results_dir", str(tmp_path))]))  # fmt: skip
+    configs = tiny_configs(tmp_path)
     stamps = {}
     for cfg in configs:
         run = Run.load(cfg.run_dir())
@@ -255,14 +263,12 @@ def test_tiny_sweep_trains_then_reuses(capsys, tmp_path):
 
 def test_locked_run_is_reported_and_the_others_run(capsys, tmp_path):
     argv = ["--method", "e2e,layerwise", *TINY, "--results-dir", str(tmp_path)]
-    e2e = TrainConfig.preset("quick", method="e2e", train_size=256, eval_size=256, chunk_size=128,
-                             epochs=1, probe_epochs=(), device="cpu", results_dir=str(tmp_path))  # fmt: skip
+    e2e, layerwise = tiny_configs(tmp_path)
     with run_lock(e2e.run_dir()):  # as if another process were writing the first run
         assert sweep(argv) == 1
     out, err = capsys.readouterr()
     assert f"sweep: run {e2e.run_id()} failed" in err and "being written by another process" in err
     assert f"failed   {e2e.run_id()}" in out and "1 of 2 run(s) finished" in out
     assert not (e2e.run_dir() / "checkpoint.pt").exists()
-    layerwise = dataclasses.replace(e2e, method="layerwise", head="linear")
     assert Run.load(layerwise.run_dir()).complete
     assert f"trained  {layerwise.run_id()}" in out
