@@ -30,7 +30,6 @@ from matplotlib.axes import Axes
 from matplotlib.cm import ScalarMappable
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
 from ibstudy.checks import check_real
@@ -292,41 +291,40 @@ def _epoch_colorbar(fig: Figure, norm: mcolors.Normalize, cmap, axes, label: str
     bar.ax.yaxis.set_major_locator(MaxNLocator(integer=True))
 
 
-def _draw_floor(ax: Axes, sub: pd.DataFrame) -> bool:
-    """Shade the region under the permutation floor (largest floor among `sub`'s rows).
+FLOOR_LABEL = "permutation floor (x: each point's own)"
 
-    The panel keeps the data's limits; a floor outside them is written in the panel's corner.
+
+def _draw_floors(ax: Axes, sub: pd.DataFrame, styles: dict, hue_by: str) -> bool:
+    """Each trajectory's own permutation floor: its (floor_xz, floor_yz) per epoch as small x's on a
+    dotted line in the trajectory's colour, so every point can be read against its own floor.
+
+    The panel keeps the data's limits; floors outside them are noted in the panel's corner.
     """
-    fx = sub["floor_xz"].max() if "floor_xz" in sub.columns else np.nan
-    fy = sub["floor_yz"].max() if "floor_yz" in sub.columns else np.nan
-    if not (np.isfinite(fx) or np.isfinite(fy)):
+    if not {"floor_xz", "floor_yz"} <= set(sub.columns):
         return False
     xlim, ylim = ax.get_xlim(), ax.get_ylim()
-    hidden = []
-    if np.isfinite(fx):
-        ax.axvline(float(fx), color="0.45", ls="--", lw=0.9, zorder=0.5)
-        ax.axvspan(xlim[0], float(fx), color="0.88", zorder=0, lw=0)
-        if fx < xlim[0]:
-            hidden.append(f"x {fx:.3g}")
-    if np.isfinite(fy):
-        ax.axhline(float(fy), color="0.45", ls="--", lw=0.9, zorder=0.5)
-        ax.axhspan(ylim[0], float(fy), color="0.88", zorder=0, lw=0)
-        if fy < ylim[0]:
-            hidden.append(f"y {fy:.3g}")
+    drawn, hidden = False, []
+    for _, traj in sub.groupby(_run_keys(sub), sort=False, dropna=False):
+        traj = traj.sort_values("epoch").dropna(subset=["floor_xz", "floor_yz"])
+        if traj.empty:
+            continue
+        st = styles[traj[hue_by].iloc[0]]
+        fx, fy = traj["floor_xz"].to_numpy(float), traj["floor_yz"].to_numpy(float)
+        ax.plot(fx, fy, ls=":", lw=0.9, marker="x", ms=3.5, color=st.color(), alpha=0.7,
+                zorder=0.8, label="_floor")  # fmt: skip
+        drawn = True
+        if fx.min() < xlim[0]:
+            hidden.append(f"x {fx.min():.3g}")
+        if fy.min() < ylim[0]:
+            hidden.append(f"y {fy.min():.3g}")
     ax.set_xlim(xlim)
     ax.set_ylim(ylim)
     if hidden:
         ax.text(
-            0.98,
-            0.02,
-            "floor below view: " + ", ".join(hidden),
-            transform=ax.transAxes,
-            ha="right",
-            va="bottom",
-            fontsize="x-small",
-            color="0.35",
-        )
-    return True
+            0.98, 0.02, "floor below view: " + ", ".join(dict.fromkeys(hidden)),
+            transform=ax.transAxes, ha="right", va="bottom", fontsize="x-small", color="0.35",
+        )  # fmt: skip
+    return drawn
 
 
 def _mark_every(n_points: int, most: int = 30) -> int:
@@ -359,8 +357,8 @@ def plot_plane(
 
     Each run draws one trajectory per layer through its epochs, markers coloured by epoch in the
     style of its `hue_by` group ("method", "head" or "run"), with one epoch colour bar per group.
-    With `floor` and floor_xz / floor_yz columns, the permutation floor (largest value among the
-    panel's rows) is drawn as dashed lines over a grey band. `errorbars` adds the chunk standard
+    With `floor` and floor_xz / floor_yz columns, every trajectory's own permutation floor is drawn
+    (x's on a dotted line in its colour): a point is above the floor only relative to its own x. `errorbars` adds the chunk standard
     deviations (nhsic_xz_std / nhsic_yz_std) when present. ``seeds="mean"`` draws, per method and
     head, the mean trajectory over the seeds in the table with error bars of +-1 standard deviation
     across seeds (``seeds="each"`` draws every run).
@@ -442,7 +440,7 @@ def plot_plane(
                 label=str(group),
             )
         if floor:
-            any_floor |= _draw_floor(ax, sub)
+            any_floor |= _draw_floors(ax, sub, styles, hue_by)
         ax.set_title(name)
         ax.set_xlabel("nHSIC(X;Z)")
         ax.set_ylabel("nHSIC(Y;Z)")
@@ -462,9 +460,7 @@ def plot_plane(
         for g in groups
     ]
     if any_floor:
-        handles.append(
-            Patch(facecolor="0.88", edgecolor="0.45", ls="--", label="permutation floor")
-        )
+        handles.append(Line2D([], [], ls=":", marker="x", color="0.35", label=FLOOR_LABEL))
     fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), frameon=False)
     if title:
         fig.suptitle(title)

@@ -127,18 +127,21 @@ def test_plane_panels_markers_colours_and_floor(layers):
         lw = points["layerwise"].get_facecolors()
         np.testing.assert_allclose(lw[0], matplotlib.colormaps["cividis"](0.0), atol=1e-6)
         np.testing.assert_allclose(lw[-1], matplotlib.colormaps["cividis"](1.0), atol=1e-6)
-        # floor: dashed lines at the largest floor of the panel, inside the view here
-        xs = [line.get_xdata()[0] for line in ax.lines if line.get_linestyle() == "--"]
-        assert 6.0 + index in xs
-    assert "permutation floor" in legend_texts(fig)
+        # floor: each run's own floor per epoch, x's on a dotted line (not the panel's maximum)
+        floors = [line for line in ax.lines if line.get_linestyle() == ":"]
+        assert len(floors) == 2  # one per run
+        for line in floors:
+            np.testing.assert_allclose(line.get_xdata(), e2e["floor_xz"])
+            np.testing.assert_allclose(line.get_ydata(), e2e["floor_yz"])
+    assert plots.FLOOR_LABEL in legend_texts(fig)
     assert legend_texts(fig)[:2] == ["e2e", "layerwise"]
 
 
 def test_plane_floor_off_and_absent(layers):
     fig = plots.plot_plane(layers, floor=False)
-    assert "permutation floor" not in legend_texts(fig)
+    assert plots.FLOOR_LABEL not in legend_texts(fig)
     fig = plots.plot_plane(make_layers(floors=False))
-    assert "permutation floor" not in legend_texts(fig)
+    assert plots.FLOOR_LABEL not in legend_texts(fig)
 
 
 def test_plane_floor_below_view_is_noted(layers):
