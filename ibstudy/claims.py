@@ -553,29 +553,86 @@ def _claim_c2(
     return _Part(_decide(2 * wins > measured), text)
 
 
+def _lr_decayed(epochs: pd.DataFrame | None, key: tuple) -> bool | None:
+    """Whether the run's learning rate ever fell below its first value (None: not recorded)."""
+    if epochs is None or "lr" not in epochs.columns:
+        return None
+    lr = pd.to_numeric(_rows_of(epochs, key).sort_values("epoch")["lr"], errors="coerce").dropna()
+    if lr.empty:
+        return None
+    return bool((lr < lr.iloc[0]).any())
+
+
+def _compress_above_floor(
+    traj: pd.DataFrame, tol: float, tol_y: float, z_crit: float
+) -> tuple[bool, str]:
+    """Fit then compress on the excess over the floor: the excess nHSIC(X;Z) peaks after the first
+    and before the last recorded epoch, the final excess is below (1 - tol) x the peak's and below
+    it by more than z_crit x their noise, and nHSIC(Y;Z) ends >= (1 - tol_y) x its maximum."""
+    traj = traj.sort_values("epoch", kind="stable")
+    excess, noise = excess_with_noise(traj)
+    epochs = traj["epoch"].to_numpy(dtype=float)
+    yz = traj["nhsic_yz"].to_numpy(dtype=float)
+    peak = int(np.nanargmax(excess))
+    drop = excess[peak] - excess[-1]
+    need = z_crit * math.sqrt(noise[peak] ** 2 + noise[-1] ** 2)
+    fit = 0 < peak < len(excess) - 1
+    compressed = bool(excess[peak] > 0 and excess[-1] <= (1 - tol) * excess[peak] and drop > need)
+    kept = bool(yz.max() > 0 and yz[-1] >= (1 - tol_y) * yz.max())
+    where = "at the first recorded epoch" if peak == 0 else f"at epoch {epochs[peak]:g}"
+    text = (
+        f"nHSIC(X;Z) above the floor peaks {where} ({excess[peak]:.3g}) and ends at "
+        f"{excess[-1]:.3g} at epoch {epochs[-1]:g} (drop {drop:.3g}; needs >= {100 * tol:.0f}% of "
+        f"the peak and > {need:.2g} of noise, after a fitting phase); nHSIC(Y;Z) ends at "
+        f"{100 * yz[-1] / yz.max():.0f}% of its max (needs >= {100 * (1 - tol_y):.0f}%)"
+    )
+    return fit and compressed and kept, text
+
+
 def _claim_c3(
     e2e: pd.DataFrame,
     base: pd.DataFrame,
+    epochs: pd.DataFrame | None,
     keys: tuple[tuple, tuple],
     names: tuple[str, str],
     tol: float,
     tol_y: float,
     min_epochs: int,
+    z_crit: float,
+    require_decay: bool,
 ) -> _Part:
-    """C3 rule: :func:`fit_then_compress` on E2E's last block decides; layer-wise is reported only."""
+    """C3 rule on E2E's last block, above the floor (:func:`_compress_above_floor`). Not measured
+    with fewer than ``min_epochs`` recorded epochs, without floors, or (``require_decay``) when the
+    learning rate never decayed: the late phase the claim is about has not been reached."""
     layer = _last_block_name(e2e)
     if layer is None:
         return _Part("not measured", f"{names[0]} has no block rows")
-    res = _fit_compress_of(e2e, keys[0], layer, tol, tol_y, min_epochs, False)
-    if res["holds"] is None:
-        return _Part("not measured", f"{names[0]} {res['summary']}")
-    text = f"{names[0]} last block {res['summary']}"
+    traj = _finite(e2e[e2e["layer"] == layer], ["epoch", "nhsic_xz", "nhsic_yz"])
+    if traj["epoch"].nunique() < min_epochs:
+        return _Part(
+            "not measured",
+            f"{names[0]} {layer}: {traj['epoch'].nunique()} recorded epochs, fewer than "
+            f"{min_epochs}: too short to show a late compression",
+        )
+    decayed = _lr_decayed(epochs, keys[0])
+    if require_decay and decayed is False:
+        return _Part(
+            "not measured",
+            f"{names[0]}: the learning rate never decayed (no schedule), so the late phase has not "
+            "settled; train with milestones (the study or paper preset)",
+        )
+    excess, _ = excess_with_noise(traj)
+    if not np.isfinite(excess).all():
+        return _Part("not measured", f"{names[0]} {layer}: needs the permutation floor (floor_xz)")
+    holds, text = _compress_above_floor(traj, tol, tol_y, z_crit)
+    text = f"{names[0]} last block {layer}: {text}"
     base_layer = _last_block_name(base)
     if base_layer is not None:
-        other = _fit_compress_of(base, keys[1], base_layer, tol, tol_y, min_epochs, False)
-        state = {None: "not measured", True: "holds", False: "does not hold"}[other["holds"]]
-        text += f"; for {names[1]}'s last block it {state}"
-    return _Part(_decide(bool(res["holds"])), text)
+        other = _finite(base[base["layer"] == base_layer], ["epoch", "nhsic_xz", "nhsic_yz"])
+        if len(other) >= 2 and np.isfinite(excess_with_noise(other)[0]).all():
+            other_holds, _ = _compress_above_floor(other, tol, tol_y, z_crit)
+            text += f"; for {names[1]}'s last block it {_decide(other_holds)}"
+    return _Part(_decide(holds), text)
 
 
 def _final_test_acc(epochs: pd.DataFrame | None, key: tuple) -> float:
@@ -705,6 +762,8 @@ def claims_table(
     acc_margin: float = 0.0,
     min_epochs: int = 3,
     z_crit: float = Z_CRIT,
+    min_compress_epochs: int = 10,
+    require_decay: bool = True,
 ) -> pd.DataFrame:
     """The claims C1-C4 with their measured evidence and a plain verdict, comparing E2E to a baseline.
 
@@ -716,8 +775,11 @@ def claims_table(
     of the blocks and less at none; the raw last/first-block ratios are shown, not used.
     C2: range across blocks of each SHAPE_STATS statistic (:func:`shape_spread`); holds if E2E's
     range exceeds (1 + margin) x the baseline's for a strict majority of them (needs >= min_epochs).
-    C3: :func:`fit_then_compress` (tol, tol_y, min_epochs) on E2E's last block; the baseline's result
-    is reported in the evidence only.
+    C3: E2E's last block fits then compresses *above the floor*: the excess nHSIC(X;Z) peaks after
+    the first and before the last recorded epoch and falls by >= tol of the peak and by more than
+    z_crit x noise, while nHSIC(Y;Z) ends >= (1 - tol_y) x its max; not measured with fewer than
+    ``min_compress_epochs`` recorded epochs, or, with ``require_decay``, when the learning rate
+    never decayed (the baseline's result is reported in the evidence only).
     C4a: final test accuracy E2E - baseline > z_crit x binomial noise + acc_margin.
     C4b: linear probes: the last block E2E above the baseline beyond binomial noise, and the first
     half of the blocks not below E2E beyond it (at each run's last probed epoch).
@@ -741,6 +803,7 @@ def claims_table(
     acc_margin = _check_fraction(acc_margin, "acc_margin")
     min_epochs = _check_min_epochs(min_epochs)
     z_crit = check_real("z_crit", z_crit, minimum=0.0)
+    min_compress_epochs = check_int("min_compress_epochs", min_compress_epochs, minimum=2)
     pairs = _baselines(df, baseline)
     e2e_keys = _match(df, "e2e")
     if len(e2e_keys) > 1:
@@ -766,7 +829,20 @@ def claims_table(
             claims = {
                 "C1": [_claim_c1(e2e, base, names, z_crit)],
                 "C2": [_claim_c2(e2e, base, names, num_classes, margin, min_epochs)],
-                "C3": [_claim_c3(e2e, base, keys, names, tol, tol_y, min_epochs)],
+                "C3": [
+                    _claim_c3(
+                        e2e,
+                        base,
+                        ep,
+                        keys,
+                        names,
+                        tol,
+                        tol_y,
+                        min_compress_epochs,
+                        z_crit,
+                        require_decay,
+                    )
+                ],
                 "C4a": [_claim_c4a(ep, keys, names, acc_margin, z_crit)],
                 "C4b": [_claim_c4b(e2e, base, names, z_crit)],
             }

@@ -300,9 +300,13 @@ def test_accuracy_table_values() -> None:
 # ----------------------------------------------------------------------------------------------
 
 
+# C3 on the 5-epoch synthetic tables: no minimum length, no schedule needed
+SHORT = dict(min_compress_epochs=3, require_decay=False)
+
+
 def test_all_claims_hold_on_paper_like_tables() -> None:
     layers, epochs = tables()
-    table = claims.claims_table(layers, epochs, C, scale=SCALE)
+    table = claims.claims_table(layers, epochs, C, scale=SCALE, **SHORT)
     assert list(table.columns) == [
         "claim", "statement", "evidence", "verdict", "measured", "baseline", "scale",
     ]  # fmt: skip
@@ -378,10 +382,35 @@ def test_c2_needs_a_strict_majority_of_the_statistics() -> None:
 def test_c3_flips_when_e2e_last_block_keeps_growing() -> None:
     e2e_xz = E2E_XZ.copy()
     e2e_xz[:, 3] = [20.0, 30.0, 35.0, 38.0, 40.0]
-    table = claims.claims_table(*tables(e2e_xz=e2e_xz), C, scale=SCALE)
+    table = claims.claims_table(*tables(e2e_xz=e2e_xz), C, scale=SCALE, **SHORT)
     assert verdicts(table)["C3"] == "does not hold"
-    # the layer-wise last block is reported alongside
-    assert "layerwise/linear's last block it holds" in row(table, "C3")["evidence"]
+    # the layer-wise last block is reported alongside: it falls from the first epoch (no fitting
+    # phase), which is not fit-then-compress
+    assert "layerwise/linear's last block it does not hold" in row(table, "C3")["evidence"]
+
+
+def test_c3_compression_from_initialization_or_within_noise_does_not_hold() -> None:
+    e2e_xz = E2E_XZ.copy()
+    e2e_xz[:, 3] = [40.0, 35.0, 30.0, 28.0, 25.0]  # falls from the first epoch: no fitting phase
+    table = claims.claims_table(*tables(e2e_xz=e2e_xz), C, scale=SCALE, **SHORT)
+    assert verdicts(table)["C3"] == "does not hold"
+    assert "peaks at the first recorded epoch" in row(table, "C3")["evidence"]
+    e2e_xz[:, 3] = [20.0, 30.0, 35.0, 34.9, 34.8]  # a drop of 0.2 < 2 x sqrt(2) x 0.1 of noise
+    table = claims.claims_table(*tables(e2e_xz=e2e_xz), C, scale=SCALE, **SHORT, tol=0.0)
+    assert verdicts(table)["C3"] == "does not hold"
+
+
+def test_c3_needs_length_and_a_schedule() -> None:
+    layers, epochs = tables()
+    table = claims.claims_table(layers, epochs, C, scale=SCALE)  # defaults: >= 10 epochs
+    assert verdicts(table)["C3"] == "not measured"
+    assert "5 recorded epochs, fewer than 10" in row(table, "C3")["evidence"]
+    table = claims.claims_table(layers, epochs, C, scale=SCALE, min_compress_epochs=3)
+    assert verdicts(table)["C3"] == "not measured"  # lr constant: the late phase has not settled
+    assert "never decayed" in row(table, "C3")["evidence"]
+    decayed = epochs.assign(lr=np.where(epochs["epoch"] >= 3, 2e-4, 1e-3))
+    table = claims.claims_table(layers, decayed, C, scale=SCALE, min_compress_epochs=3)
+    assert verdicts(table)["C3"] == "holds"
 
 
 def test_c4a_accuracy_flips_and_uses_binomial_noise() -> None:
