@@ -4,7 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.ibstudy-stamp
-PRESET ?= quick
+# the CPU study scale; `make study PRESET=quick` for a 4-minute smoke run
+PRESET ?= study
 
 .PHONY: setup study test test-all lint lab bench clean
 

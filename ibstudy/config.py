@@ -27,6 +27,7 @@ __all__ = [
     "MeasureConfig",
     "OPTIMIZERS",
     "PRESETS",
+    "PRESET_SEEDS",
     "TrainConfig",
     "weight_epochs",
 ]
@@ -34,6 +35,8 @@ __all__ = [
 METHODS: tuple[str, ...] = ("e2e", "layerwise", "layerwise_sequential")
 OPTIMIZERS: tuple[str, ...] = ("adam", "sgd")
 PRESETS: tuple[str, ...] = ("quick", "study", "paper")
+#: seeds every training notebook runs at a preset (None: the single ``seed`` parameter)
+PRESET_SEEDS: dict[str, tuple[int, ...] | None] = {"quick": None, "study": (0, 1, 2), "paper": None}
 #: the paper's learning-rate milestones as fractions of training (200/300/350/375 of 400 epochs)
 MILESTONE_FRACTIONS: tuple[float, ...] = (0.5, 0.75, 0.875, 0.9375)
 BANDWIDTHS: tuple[str, ...] = ("fixed", "median")

@@ -149,10 +149,11 @@ def claims_by_estimator(
     scale: str,
     baseline: tuple[str, str] = ("layerwise", "linear"),
 ) -> pd.DataFrame:
-    """The claims table under every estimator: one row per claim and estimator (verdict, evidence).
+    """The claims under every estimator, seed by seed: one row per claim and estimator ("holds in k
+    of n seeds", the per-seed verdicts and evidence).
 
     Each table in ``tables`` is one estimator's measurement of the same runs (joined with the
-    probe columns where C4 needs them); the thresholds are :func:`ibstudy.claims.claims_table`'s.
+    probe columns where C4b needs them); the rules are :func:`ibstudy.claims.claims_per_seed`'s.
     """
     from ibstudy import claims
 
@@ -161,7 +162,7 @@ def claims_by_estimator(
     parts = []
     for label, table in tables.items():
         check_table(table, [c for c in MEASURE_COLUMNS if c != "floor_seed"], label)
-        result = claims.claims_table(table, epochs, scale=scale, baseline=baseline)
+        result = claims.claims_per_seed(table, epochs, scale=scale, baseline=baseline)
         parts.append(result.assign(estimator=label))
     out = pd.concat(parts, ignore_index=True)
-    return out[["claim", "estimator", "verdict", "measured", "evidence", "baseline", "scale"]]
+    return out[["claim", "estimator", "summary", "verdicts", "evidence", "baseline", "scale"]]

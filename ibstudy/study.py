@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 from ibstudy.checks import check_int_list
-from ibstudy.config import MeasureConfig, TrainConfig
+from ibstudy.config import PRESET_SEEDS, MeasureConfig, TrainConfig
 from ibstudy.store import Run, atomic_write_text
 
 __all__ = [
@@ -125,9 +125,12 @@ def run_study(
 
     ``params`` are the notebook's parameters (TrainConfig fields; None keeps the preset's value) and
     each variant adds its own fields (e.g. ``{"method": "layerwise", "head": "mlp"}``). ``seeds``
-    (a non-empty list of distinct integers >= 0) repeats every variant once per seed; None keeps
-    ``params["seed"]``. All configs are validated before any training starts.
+    (a non-empty list of distinct integers >= 0) repeats every variant once per seed; None takes
+    the preset's seeds (:data:`ibstudy.config.PRESET_SEEDS`; the ``study`` preset runs three) or,
+    for presets without, ``params["seed"]``. All configs are validated before any training starts.
     """
+    if seeds is None and PRESET_SEEDS.get(preset) is not None:
+        seeds = list(PRESET_SEEDS[preset])
     if not isinstance(name, str) or not name or "/" in name:
         raise ValueError(f"name must be a plain table name such as '02_lenet5', got {name!r}")
     if isinstance(variants, Mapping) or not variants:
