@@ -35,6 +35,15 @@ def _parse_ints(text: str) -> tuple[int, ...]:
         ) from None
 
 
+def _parse_floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers such as 0.125,0.5, got {text!r}"
+        ) from None
+
+
 def _add_field_options(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...]) -> None:
     """One ``--field-name`` option per dataclass field of ``cls`` (default None = keep)."""
     defaults = cls()
@@ -45,6 +54,8 @@ def _add_field_options(parser: argparse.ArgumentParser, cls: type, skip: tuple[s
         default = getattr(defaults, f.name)
         if isinstance(default, bool):
             parser.add_argument(opt, type=_parse_bool, default=None, metavar="true|false")
+        elif f.name == "record_fractions":
+            parser.add_argument(opt, type=_parse_floats, default=None, metavar="F,F,...")
         elif isinstance(default, tuple):
             parser.add_argument(opt, type=_parse_ints, default=None, metavar="N,N,...")
         elif f.name == "train_size":

@@ -12,7 +12,14 @@ import numbers
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-__all__ = ["check_bool", "check_choice", "check_int", "check_int_list", "check_real"]
+__all__ = [
+    "check_bool",
+    "check_choice",
+    "check_fractions",
+    "check_int",
+    "check_int_list",
+    "check_real",
+]
 
 
 def check_choice(name: str, value: Any, allowed: Sequence[Any]) -> Any:
@@ -76,6 +83,20 @@ def check_int_list(
     out = tuple(check_int(f"{name} entries", v, minimum=minimum) for v in values)
     if increasing and any(b <= a for a, b in zip(out, out[1:], strict=False)):
         raise ValueError(f"{name} must be strictly increasing, got {list(out)}")
+    return out
+
+
+def check_fractions(name: str, values: Any) -> tuple[float, ...]:
+    """``values`` as a strictly increasing tuple of finite floats inside (0, 1), or ValueError."""
+    if isinstance(values, str | bytes) or not isinstance(values, Iterable):
+        raise ValueError(f"{name} must be a list of fractions in (0, 1), got {values!r}")
+    out = tuple(
+        check_real(f"{name} entries", v, minimum=0.0, maximum=1.0, include_minimum=False,
+                   include_maximum=False)
+        for v in values
+    )  # fmt: skip
+    if any(b <= a for a, b in zip(out, out[1:], strict=False)):
+        raise ValueError(f"{name} must be strictly increasing fractions in (0, 1), got {list(out)}")
     return out
 
 

@@ -161,7 +161,8 @@ def trajectory_shapes(layers: pd.DataFrame, num_classes: int | None = None) -> p
 
 
 def shape_spread(shapes: pd.DataFrame, *, include_logits: bool = False) -> pd.DataFrame:
-    """Per run, the range (max - min across layers) of each trajectory-shape statistic (claim C2).
+    """Per run, the range (max - min across layers) of each raw trajectory-shape statistic (a
+    description; claim C2 decides on the excess over the floor, with noise: :func:`claims_table`).
 
     ``shapes`` is the output of :func:`trajectory_shapes`. The logits row is left out unless
     ``include_logits``: C2 is about the roles of the blocks (hidden representations). Columns
@@ -398,10 +399,13 @@ def accuracy_table(epochs: pd.DataFrame, layers: pd.DataFrame | None = None) -> 
 
 @dataclass(frozen=True)
 class _Part:
-    """One measured (or unmeasured) part of a claim: verdict in VERDICTS and its evidence text."""
+    """One measured (or unmeasured) part of a claim: verdict in VERDICTS, its evidence text and the
+    one number the verdict turns on (``stat``, named by ``stat_name``; pooled over seeds as mean+-std)."""
 
     verdict: str
     evidence: str
+    stat: float = math.nan
+    stat_name: str = ""
 
 
 def _combine(parts: Sequence[_Part]) -> tuple[str, str, str]:
@@ -510,7 +514,46 @@ def _claim_c1(
         + f". {names[0]} keeps more at {more} and less at {less} of the {len(deep)} deeper blocks "
         f"(rule: more at a strict majority with z > {z_crit:g}, less at none); {raw} (not used)"
     )
-    return _Part(_decide(2 * more > len(deep) and less == 0), text)
+    stat = float(np.mean([z[i] for i in deep]))
+    return _Part(_decide(2 * more > len(deep) and less == 0), text, stat, "mean z, deeper blocks")
+
+
+#: replicates of the noise simulation behind C2 (fixed generator seed: verdicts are repeatable)
+C2_REPLICATES = 400
+
+
+def _excess_grid(run_df: pd.DataFrame, side: str) -> tuple[np.ndarray, ...] | None:
+    """A run's block excess over the floor and its noise as (blocks x points) arrays, with the
+    recorded epochs; None when a block misses a point, a floor or a noise estimate."""
+    blocks = _finite(_blocks(run_df), ["epoch", "layer_index", f"nhsic_{side}"])
+    blocks = blocks.sort_values(["layer_index", "epoch"], kind="stable")
+    epochs = np.sort(pd.unique(blocks["epoch"].astype(float)))
+    excess, noise = excess_with_noise(blocks, side)
+    n_blocks = blocks["layer_index"].nunique()
+    if len(blocks) != n_blocks * len(epochs) or not np.isfinite(excess).all():
+        return None
+    if not (np.isfinite(noise).all() and (noise > 0).any()):
+        return None
+    shape = (n_blocks, len(epochs))
+    return excess.reshape(shape), noise.reshape(shape), epochs
+
+
+def _role_stats(xz: np.ndarray, yz: np.ndarray, epochs: np.ndarray, num_classes: int) -> np.ndarray:
+    """Per block, the C2 shape statistics on the excess over the floor: epoch of peak X-side excess
+    (fraction of the span), final/peak X-side excess, final Y-side excess / (C - 1). Arrays
+    (..., blocks, points) in, (..., blocks, 3) out."""
+    peak = np.argmax(xz, axis=-1)
+    span = epochs[-1] - epochs[0]
+    peak_frac = (epochs[peak] - epochs[0]) / span if span > 0 else np.full(peak.shape, np.nan)
+    top = np.take_along_axis(xz, peak[..., None], axis=-1)[..., 0]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        over = np.where(top > 0, xz[..., -1] / top, np.nan)
+    return np.stack([peak_frac, over, yz[..., -1] / (num_classes - 1)], axis=-1)
+
+
+def _role_spread(stats: np.ndarray) -> np.ndarray:
+    """Standard deviation across blocks (axis -2) of each statistic: how different the roles are."""
+    return np.nanstd(stats, axis=-2)
 
 
 def _claim_c2(
@@ -520,37 +563,61 @@ def _claim_c2(
     num_classes: int,
     margin: float,
     min_epochs: int,
+    z_crit: float,
 ) -> _Part:
-    """C2 rule: range across blocks of each statistic in SHAPE_STATS; E2E's range counts as larger
-    when > (1 + margin) x layer-wise's; holds when larger for a strict majority of the statistics
-    measured for both runs. Not measured with < 2 blocks or < min_epochs recorded epochs."""
-    spreads = []
+    """C2 rule, on the excess over the floor: for each statistic of :func:`_role_stats`, its spread
+    across blocks (std) under E2E minus under the baseline, d; the noise of d is the std of d over
+    C2_REPLICATES redraws of every recorded point within its noise (:func:`excess_with_noise`,
+    Gaussian). E2E's layers differ more on a statistic when d > z_crit x noise and d > margin x
+    the baseline's spread, less when d < -z_crit x noise; holds when more on a strict majority of the
+    statistics and less on none. Not measured with < 2 blocks, < min_epochs points, or no floor."""
+    grids = []
     for df in (e2e, base):
-        blocks = _finite(_blocks(df), ["epoch", "layer_index", "nhsic_xz", "nhsic_yz"])
-        n_epochs = blocks["epoch"].nunique()
-        if blocks["layer_index"].nunique() < 2 or n_epochs < min_epochs:
+        gx, gy = _excess_grid(df, "xz"), _excess_grid(df, "yz")
+        if gx is None or gy is None or gx[0].shape != gy[0].shape:
             return _Part(
                 "not measured",
-                f"needs >= 2 blocks and >= {min_epochs} recorded epochs per run "
-                f"(trajectory shapes)",
+                "needs the floor and noise (nhsic_*_std) of every block at every recorded point",
             )
-        spreads.append(shape_spread(trajectory_shapes(blocks, num_classes)).iloc[0])
-    wins, measured, bits = 0, 0, []
-    for stat in SHAPE_STATS:
-        a, b = float(spreads[0][f"spread_{stat}"]), float(spreads[1][f"spread_{stat}"])
-        bits.append(f"{_SHAPE_LABELS[stat]} {_fmt(a)} vs {_fmt(b)}")
-        if math.isfinite(a) and math.isfinite(b):
-            measured += 1
-            wins += int(a > (1.0 + margin) * b)
+        if gx[0].shape[0] < 2 or gx[0].shape[1] < min_epochs:
+            return _Part(
+                "not measured", f"needs >= 2 blocks and >= {min_epochs} recorded points per run"
+            )
+        grids.append((gx, gy))
+    rng = np.random.default_rng(0)
+    observed, draws = [], []
+    for (xz, nxz, epochs), (yz, nyz, _) in grids:
+        observed.append(_role_spread(_role_stats(xz, yz, epochs, num_classes)))
+        sx = xz + nxz * rng.standard_normal((C2_REPLICATES, *xz.shape))
+        sy = yz + nyz * rng.standard_normal((C2_REPLICATES, *yz.shape))
+        draws.append(_role_spread(_role_stats(sx, sy, epochs, num_classes)))
+    noise = np.nanstd(draws[0] - draws[1], axis=0)
+    labels = ("epoch of peak", "final/peak", "final nHSIC(Y;Z)/(C-1)")
+    more = less = measured = 0
+    bits, zs = [], []
+    for i, label in enumerate(labels):
+        a, b, n = float(observed[0][i]), float(observed[1][i]), float(noise[i])
+        if not (math.isfinite(a) and math.isfinite(b) and math.isfinite(n)):
+            bits.append(f"{label}: n/a")
+            continue
+        measured += 1
+        z = (a - b) / n if n > 0 else math.copysign(math.inf, a - b) if a != b else 0.0
+        zs.append(z)
+        more += int(z > z_crit and a - b > margin * b)
+        less += int(z < -z_crit)
+        bits.append(f"{label} {a:.3g} vs {b:.3g} (noise {n:.2g}, z {z:.1f})")
     if measured == 0:
-        return _Part("not measured", "no trajectory-shape statistic measured for both runs")
+        return _Part("not measured", "no role statistic measured for both runs")
     text = (
-        f"range across blocks, {names[0]} vs {names[1]}: "
-        + ", ".join(bits)
-        + f"; {names[0]} larger (by > {100 * margin:.0f}%) on {wins} of {measured}; "
-        "rule: larger on a strict majority"
+        f"spread across blocks (std) of the excess-over-floor trajectory statistics, {names[0]} vs "
+        f"{names[1]}: " + "; ".join(bits) + f". {names[0]} differs more on {more}, less on "
+        f"{less} of {measured} (rule: more on a strict majority with z > {z_crit:g} and > "
+        f"{100 * margin:.0f}% of {names[1]}'s spread, less on none)"
     )
-    return _Part(_decide(2 * wins > measured), text)
+    stat = float(np.mean(np.clip(zs, -50, 50)))
+    return _Part(
+        _decide(2 * more > measured and less == 0), text, stat, "mean z of spread difference"
+    )
 
 
 def _lr_decayed(epochs: pd.DataFrame | None, key: tuple) -> bool | None:
@@ -608,10 +675,12 @@ def _claim_c3(
     if layer is None:
         return _Part("not measured", f"{names[0]} has no block rows")
     traj = _finite(e2e[e2e["layer"] == layer], ["epoch", "nhsic_xz", "nhsic_yz"])
-    if traj["epoch"].nunique() < min_epochs:
+    points = traj["epoch"].astype(float)
+    whole = int(points[points == points.round()].nunique())  # sub-epoch points do not count
+    if whole < min_epochs:
         return _Part(
             "not measured",
-            f"{names[0]} {layer}: {traj['epoch'].nunique()} recorded epochs, fewer than "
+            f"{names[0]} {layer}: {whole} recorded epochs, fewer than "
             f"{min_epochs}: too short to show a late compression",
         )
     decayed = _lr_decayed(epochs, keys[0])
@@ -625,6 +694,8 @@ def _claim_c3(
     if not np.isfinite(excess).all():
         return _Part("not measured", f"{names[0]} {layer}: needs the permutation floor (floor_xz)")
     holds, text = _compress_above_floor(traj, tol, tol_y, z_crit)
+    peak = float(np.nanmax(excess))
+    drop = (peak - float(excess[-1])) / peak if peak > 0 else math.nan
     text = f"{names[0]} last block {layer}: {text}"
     base_layer = _last_block_name(base)
     if base_layer is not None:
@@ -632,7 +703,7 @@ def _claim_c3(
         if len(other) >= 2 and np.isfinite(excess_with_noise(other)[0]).all():
             other_holds, _ = _compress_above_floor(other, tol, tol_y, z_crit)
             text += f"; for {names[1]}'s last block it {_decide(other_holds)}"
-    return _Part(_decide(holds), text)
+    return _Part(_decide(holds), text, drop, "excess drop from peak (fraction)")
 
 
 def _final_test_acc(epochs: pd.DataFrame | None, key: tuple) -> float:
@@ -701,6 +772,8 @@ def _claim_c4a(
         _decide(ae - ab > need),
         f"final test accuracy {names[0]} {ae:.3f}, {names[1]} {ab:.3f}: difference "
         f"{ae - ab:+.3f}, needs > {need:.3f} ({size}, z {z_crit:g}, margin {acc_margin:g})",
+        ae - ab,
+        "test accuracy difference",
     )
 
 
@@ -728,6 +801,8 @@ def _claim_c4b(
         f"{names[1]} {last_b:.3f} (rule: {names[0]} higher by > {need_last:.3f}); first {n_early} "
         f"block(s) {names[0]} {early_e:.3f}, {names[1]} {early_b:.3f} (rule: {names[1]} not lower "
         f"by > {need_early:.3f})",
+        last_e - last_b,
+        "last-block probe difference",
     )
 
 
@@ -773,8 +848,10 @@ def claims_table(
     C1: depth by depth above the permutation floor at the last epoch (:func:`_claim_c1`): E2E keeps
     more input information than the baseline, beyond noise, at a strict majority of the deeper half
     of the blocks and less at none; the raw last/first-block ratios are shown, not used.
-    C2: range across blocks of each SHAPE_STATS statistic (:func:`shape_spread`); holds if E2E's
-    range exceeds (1 + margin) x the baseline's for a strict majority of them (needs >= min_epochs).
+    C2: on the excess over the floor, the spread across blocks (std) of three trajectory statistics
+    (epoch of peak, final/peak, final nHSIC(Y;Z)); holds if E2E's spread exceeds the baseline's by
+    more than z_crit x noise (a simulation from each point's noise) and by > margin x the baseline's
+    on a strict majority of them, and falls short beyond noise on none (:func:`_claim_c2`).
     C3: E2E's last block fits then compresses *above the floor*: the excess nHSIC(X;Z) peaks after
     the first and before the last recorded epoch and falls by >= tol of the peak and by more than
     z_crit x noise, while nHSIC(Y;Z) ends >= (1 - tol_y) x its max; not measured with fewer than
@@ -783,10 +860,11 @@ def claims_table(
     C4a: final test accuracy E2E - baseline > z_crit x binomial noise + acc_margin.
     C4b: linear probes: the last block E2E above the baseline beyond binomial noise, and the first
     half of the blocks not below E2E beyond it (at each run's last probed epoch).
-    ``measured`` says "fully", "partly" or "no" (claims with several parts).
+    ``measured`` says "fully", "partly" or "no" (claims with several parts); ``stat`` is the one
+    number each verdict turns on (``stat_name`` says which: a mean z, a drop, a difference).
     ``layers`` may be any measurement table of one estimator (:func:`ibstudy.measure.measure`); a
     table mixing estimators is refused, and ``num_classes=None`` reads the table's own column.
-    Columns: claim, statement, evidence, verdict, measured, baseline, scale.
+    Columns: claim, statement, evidence, verdict, measured, stat, stat_name, baseline, scale.
     """
     df = check_one_estimator(_check_table(layers, LAYER_REQUIRED, "layers"))
     ep = (
@@ -828,7 +906,7 @@ def claims_table(
             e2e, base = _rows_of(df, keys[0]), _rows_of(df, keys[1])
             claims = {
                 "C1": [_claim_c1(e2e, base, names, z_crit)],
-                "C2": [_claim_c2(e2e, base, names, num_classes, margin, min_epochs)],
+                "C2": [_claim_c2(e2e, base, names, num_classes, margin, min_epochs, z_crit)],
                 "C3": [
                     _claim_c3(
                         e2e,
@@ -849,6 +927,7 @@ def claims_table(
             label = names[1]
         for claim, parts in claims.items():
             verdict, how, evidence = _combine(parts)
+            measured = [p for p in parts if p.verdict != "not measured"]
             rows.append(
                 {
                     "claim": claim,
@@ -856,6 +935,8 @@ def claims_table(
                     "evidence": evidence,
                     "verdict": verdict,
                     "measured": how,
+                    "stat": measured[0].stat if measured else math.nan,
+                    "stat_name": measured[0].stat_name if measured else "",
                     "baseline": label,
                     "scale": scale,
                 }
@@ -904,8 +985,9 @@ def claims_per_seed(
     """:func:`claims_table` for every seed that both E2E and the baseline ran, E2E seed s against
     baseline seed s, summarized per claim as "holds in k of n seeds" (n = seeds where measured).
 
-    Columns: claim, statement, summary, holds, measured_seeds, seeds, verdicts (per seed), evidence
-    (per seed), baseline, scale. The rules and thresholds are claims_table's (``rules`` passes them).
+    Columns: claim, statement, summary, holds, measured_seeds, stat_mean, stat_std,
+    evidence_summary (the verdict's number as mean +- std over the measured seeds), seeds, verdicts
+    (per seed), evidence (per seed), baseline, scale. The rules and thresholds are claims_table's (``rules`` passes them).
     """
     df = check_one_estimator(_check_table(layers, LAYER_REQUIRED, "layers"))
     num_classes = num_classes_of(df, num_classes)
@@ -936,6 +1018,14 @@ def claims_per_seed(
         summary = f"holds in {k} of {n} seeds" if n else "not measured"
         if 0 < n < len(group):
             summary += f" (not measured in {len(group) - n})"
+        stats = pd.to_numeric(measured["stat"], errors="coerce").dropna()
+        stat_mean = float(stats.mean()) if len(stats) else math.nan
+        stat_std = float(stats.std(ddof=1)) if len(stats) > 1 else math.nan
+        name = next((t for t in measured["stat_name"] if t), "")
+        pooled = "n/a"
+        if len(stats):
+            pooled = f"{name}: {stat_mean:.3g}" + (f" +- {stat_std:.2g}" if len(stats) > 1 else "")
+            pooled += f" (n={len(stats)})"
         rows.append(
             {
                 "claim": claim,
@@ -943,6 +1033,9 @@ def claims_per_seed(
                 "summary": summary,
                 "holds": k,
                 "measured_seeds": n,
+                "stat_mean": stat_mean,
+                "stat_std": stat_std,
+                "evidence_summary": pooled,
                 "seeds": len(group),
                 "verdicts": "; ".join(
                     f"seed {s}: {v}" for s, v in zip(group["seed"], group["verdict"], strict=True)

@@ -17,7 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ibstudy.checks import check_bool, check_choice, check_int, check_int_list, check_real
+from ibstudy.checks import (
+    check_bool,
+    check_choice,
+    check_fractions,
+    check_int,
+    check_int_list,
+    check_real,
+)
 
 __all__ = [
     "BANDWIDTHS",
@@ -28,6 +35,7 @@ __all__ = [
     "OPTIMIZERS",
     "PRESETS",
     "PRESET_SEEDS",
+    "STUDY_FRACTIONS",
     "TrainConfig",
     "weight_epochs",
 ]
@@ -39,6 +47,8 @@ PRESETS: tuple[str, ...] = ("quick", "study", "paper")
 PRESET_SEEDS: dict[str, tuple[int, ...] | None] = {"quick": None, "study": (0, 1, 2), "paper": None}
 #: the paper's learning-rate milestones as fractions of training (200/300/350/375 of 400 epochs)
 MILESTONE_FRACTIONS: tuple[float, ...] = (0.5, 0.75, 0.875, 0.9375)
+#: [ours] the study preset's extra record points inside the first epoch (its fast fitting phase)
+STUDY_FRACTIONS: tuple[float, ...] = (0.125, 0.25, 0.5)
 BANDWIDTHS: tuple[str, ...] = ("fixed", "median")
 ESTIMATORS: tuple[str, ...] = ("nhsic", "nhsic_cka")
 #: TrainConfig fields that say how the plane is measured during training (not part of the run id)
@@ -150,6 +160,8 @@ class TrainConfig:
     eps: float = 1e-5  # measured during training: NOCCO ridge
     floor: bool = True  # measured during training: also record the permutation floor
     probe_epochs: tuple[int, ...] = ()
+    # extra record points inside the first epoch, as fractions in (0, 1) (no weights stored there)
+    record_fractions: tuple[float, ...] = ()
     probe_size: int = 2000  # training images for the linear probes (test: the evaluation subset)
     probe_steps: int = 100
     save_epochs: tuple[int, ...] = ()  # epochs whose weights are stored; () = automatic schedule
@@ -182,6 +194,7 @@ class TrainConfig:
                 weight_decay=0.0, milestones=scaled_milestones(epochs), gamma=0.2,
                 eval_size=512, chunk_size=256, probe_size=2000, probe_steps=100,
                 probe_epochs=tuple(sorted({0, epochs // 4, epochs // 2, epochs})),
+                record_fractions=STUDY_FRACTIONS,
             )  # fmt: skip
         else:
             base = dict(
@@ -213,6 +226,8 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, list | tuple):
                 setattr(self, name, tuple(int(v) if _is_int(v) else v for v in value))
+        if isinstance(self.record_fractions, list):
+            self.record_fractions = tuple(self.record_fractions)
 
     # -------------------------------------------------------------- validation
     def validate(self) -> None:
@@ -293,6 +308,7 @@ class TrainConfig:
         bad = [e for e in self.save_epochs if not 0 <= e <= total]
         if bad:
             raise ValueError(f"save_epochs must lie in [0, {total}], got {list(self.save_epochs)}")
+        check_fractions("record_fractions", self.record_fractions)
         check_int_list("milestones", self.milestones, minimum=1)
         if list(self.milestones) != sorted(self.milestones):
             raise ValueError(
@@ -361,6 +377,8 @@ class TrainConfig:
         d = self.to_dict()
         for key in (*_PLACE_FIELDS, *MEASURE_FIELDS, "save_epochs"):
             d.pop(key)
+        if not d["record_fractions"]:  # runs without sub-epoch points keep their former ids
+            d.pop("record_fractions")
         return d
 
     def run_id(self) -> str:

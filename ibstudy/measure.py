@@ -153,6 +153,8 @@ def measure(
     wanted = _check_epochs(run, epochs)
     path = cache_path(run, mcfg)
     cached = pd.read_csv(path) if path.exists() else pd.DataFrame(columns=MEASURE_COLUMNS)
+    cached = cached.reindex(columns=MEASURE_COLUMNS)  # caches of older formats lack ``step``
+    steps = dict(zip(run.epochs["epoch"].astype(float), run.epochs["step"], strict=True))
     todo = [e for e in wanted if e not in set(cached["epoch"].astype(int))]
     if todo:
         from ibstudy.data import INFO, eval_subset, load_dataset
@@ -171,7 +173,8 @@ def measure(
         for epoch in tqdm(todo, desc=f"measure {mcfg.measure_id()}", disable=not progress):
             model = run.load_model(epoch, map_location=str(dev)).to(dev)
             table = recorder.measure(model)
-            frames.append(table.assign(**base, epoch=epoch, **settings))
+            step = steps.get(float(epoch), math.nan)
+            frames.append(table.assign(**base, epoch=epoch, step=step, **settings))
         fresh = pd.concat(frames, ignore_index=True)[MEASURE_COLUMNS]
         cached = fresh if cached.empty else pd.concat([cached, fresh], ignore_index=True)
         cached = cached.sort_values(["epoch", "layer_index"], kind="stable", ignore_index=True)

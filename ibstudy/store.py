@@ -41,6 +41,7 @@ __all__ = [
     "atomic_write_text",
     "atomic_torch_save",
     "weights_path",
+    "whole_epochs",
     "write_meta",
 ]
 
@@ -181,19 +182,29 @@ def _read_table(file: Path, columns: list[str]) -> pd.DataFrame | None:
     return table
 
 
+def whole_epochs(epochs: pd.DataFrame) -> int:
+    """How many whole epochs (0, 1, ...) an epochs table records (sub-epoch points not counted)."""
+    ep = pd.to_numeric(epochs["epoch"], errors="coerce").dropna()
+    return int((ep == ep.round()).sum())
+
+
 def table_problem(epochs: pd.DataFrame, layers: pd.DataFrame, num_layers: int) -> str | None:
-    """Why the two tables do not describe epochs 0..E with ``num_layers`` rows each (None if they do)."""
+    """Why the two tables do not describe epochs 0..E (sub-epoch points between them allowed, all
+    in increasing order) with ``num_layers`` rows each (None if they do)."""
     ep = pd.to_numeric(epochs["epoch"], errors="coerce")
-    if ep.isna().any() or list(ep.astype(int)) != list(range(len(ep))):
-        return f"epochs.csv holds epochs {list(ep)[:8]}..., not 0..{len(ep) - 1} in order"
+    values = [float(v) for v in ep]
+    whole = [v for v in values if v == round(v)]
+    increasing = all(b > a for a, b in zip(values, values[1:], strict=False))
+    if ep.isna().any() or not increasing or whole != [float(k) for k in range(len(whole))]:
+        return f"epochs.csv holds epochs {values[:8]}..., not 0..E in increasing order"
     if pd.to_numeric(epochs["test_acc"], errors="coerce").isna().any():
         return "epochs.csv has rows without test_acc (truncated?)"
     counts = layers.groupby("epoch").size() if len(layers) else pd.Series(dtype=int)
-    expected = {e: num_layers for e in range(len(ep))}
-    if {int(k): int(v) for k, v in counts.items()} != expected:
+    expected = {v: num_layers for v in values}
+    if {float(k): int(v) for k, v in counts.items()} != expected:
         return (
-            f"layers.csv holds {len(layers)} rows for epochs {sorted(int(k) for k in counts.index)}"
-            f", expected {num_layers} layers x epochs 0..{len(ep) - 1}"
+            f"layers.csv holds {len(layers)} rows for epochs {sorted(float(k) for k in counts.index)}"
+            f", expected {num_layers} layers x the {len(values)} epochs of epochs.csv"
         )
     if pd.to_numeric(layers["nhsic_xz"], errors="coerce").isna().any():
         return "layers.csv has rows without nhsic_xz (truncated?)"
@@ -287,13 +298,15 @@ class Run:
             problem = "epochs.csv or layers.csv is missing"
         if problem is None:
             problem = table_problem(found[0], found[1], num_layers)
-        if problem is None and complete and len(found[0]) != cfg.total_epochs() + 1:
-            problem = f"run marked complete but epochs.csv ends at epoch {len(found[0]) - 1}"
+        if problem is None and complete and whole_epochs(found[0]) != cfg.total_epochs() + 1:
+            problem = (
+                f"run marked complete but epochs.csv ends at epoch {whole_epochs(found[0]) - 1}"
+            )
         if problem is not None:
             rebuilt = _rows_from_checkpoint(path)
             if rebuilt is not None and table_problem(*rebuilt, num_layers) is None:
                 found = list(rebuilt)
-                complete = complete and len(rebuilt[0]) == cfg.total_epochs() + 1
+                complete = complete and whole_epochs(rebuilt[0]) == cfg.total_epochs() + 1
                 repaired = True
             elif all(f is None for f in found) and rebuilt is None and not complete:
                 pass  # a run whose first epoch (epoch 0) was never saved: no tables yet

@@ -9,7 +9,8 @@ and the run folder's lock keeps two processes from writing the same run. No torc
 Value syntax on the command line: integers, numbers and strings as for ``train``; booleans
 ``true``/``false``; ``--train-size`` an integer or ``none``; tuple fields (``milestones``,
 ``probe_epochs``, ``save_epochs``) take integers joined by ``+`` per value and ``none`` for the empty
-tuple, e.g. ``--milestones 20+30,none`` is a grid of two values, (20, 30) and ().
+tuple, e.g. ``--milestones 20+30,none`` is a grid of two values, (20, 30) and ();
+``record_fractions`` takes numbers the same way (``0.25+0.5``).
 """
 
 from __future__ import annotations
@@ -78,6 +79,10 @@ def _parse_tuple(text: str) -> tuple[int, ...]:
     return () if text.lower() == "none" else tuple(int(t) for t in text.split("+"))
 
 
+def _parse_float_tuple(text: str) -> tuple[float, ...]:
+    return () if text.lower() == "none" else tuple(float(t) for t in text.split("+"))
+
+
 def _parse_optional_int(text: str) -> int | None:
     return None if text.lower() == "none" else int(text)
 
@@ -91,6 +96,9 @@ def _parse_value(name: str, text: str) -> Any:
         from ibstudy.__main__ import _parse_bool  # lazy: ibstudy.__main__ imports this module
 
         kind, parse = "true or false", _parse_bool
+    elif name == "record_fractions":
+        kind = "numbers joined by '+' such as 0.25+0.5, or none for the empty tuple"
+        parse = _parse_float_tuple
     elif isinstance(default, tuple):
         kind = "integers joined by '+' such as 20+30, or none for the empty tuple"
         parse = _parse_tuple

@@ -2,7 +2,9 @@
 
 Three tables join training and analysis (docs/method.md §10):
 
-- ``epochs``: one row per run x epoch (losses, accuracies, learning rate, time);
+- ``epochs``: one row per run x record point (losses, accuracies, learning rate, time); a record
+  point is a whole epoch or, with ``record_fractions``, a fraction of the first epoch: ``epoch`` is
+  then fractional (optimizer steps so far / steps per epoch) and ``step`` the global optimizer step;
 - a *measurement* table: one row per run x epoch x layer (nHSIC values, their spread over chunks, the
   permutation floor and its spread) plus the estimator's settings as columns, so a table never
   silently mixes estimators;
@@ -44,7 +46,7 @@ LOGITS = "logits"
 RUN_KEYS: tuple[str, ...] = ("run", "method", "head")
 _RUN_COLUMNS = ["run", "method", "head", "seed", "dataset", "num_classes"]
 EPOCH_COLUMNS: list[str] = [
-    *_RUN_COLUMNS, "epoch", "train_loss", "train_acc", "test_acc", "lr", "seconds",
+    *_RUN_COLUMNS, "epoch", "step", "train_loss", "train_acc", "test_acc", "lr", "seconds",
 ]  # fmt: skip
 #: the estimator settings every measurement table carries (MeasureConfig.columns())
 SETTING_COLUMNS: list[str] = [
@@ -57,7 +59,7 @@ PLANE_COLUMNS: list[str] = [
     "floor_xz", "floor_yz", "floor_xz_std", "floor_yz_std",
 ]  # fmt: skip
 MEASURE_COLUMNS: list[str] = [
-    *_RUN_COLUMNS, "epoch", "layer", "layer_index", *PLANE_COLUMNS, *SETTING_COLUMNS,
+    *_RUN_COLUMNS, "epoch", "step", "layer", "layer_index", *PLANE_COLUMNS, *SETTING_COLUMNS,
 ]  # fmt: skip
 LAYER_COLUMNS: list[str] = [
     *MEASURE_COLUMNS, "probe_train_acc", "probe_test_acc", "head_test_acc",

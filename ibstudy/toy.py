@@ -13,7 +13,7 @@ Model *[ours where the paper is silent]*. One network serves both methods:
   stretches the label direction and v lines up with the stretched axis, the picture of paper Fig 4.
   (The linear classifier's loss depends only on ``W^T v``, so W's final shape is an implicit bias of
   the optimizer, not forced by the loss; with a random v, or SGD with heavy momentum, the stretched
-  axis can end up elsewhere.)
+  axis can end up elsewhere; ``aux_init="random"`` starts v at torch's default initialization.)
 - an upper ReLU MLP on ``Z1`` (``depth`` hidden layers of ``hidden`` units, then 2 logits).
 
 Training (full-batch Adam by default, or mini-batches with ``batch_size``), one optimizer step over
@@ -48,6 +48,7 @@ from ibstudy.hsic import hsic, nhsic
 from ibstudy.losses import kernel_mass, same_class_share, snn_loss
 
 __all__ = [
+    "AUX_INITS",
     "HISTORY_COLUMNS",
     "LOCAL_LOSSES",
     "PAPER_W",
@@ -73,6 +74,7 @@ PAPER_W: tuple[tuple[float, float], tuple[float, float]] = (
     (math.sqrt(1.9), 0.0),
     (0.0, math.sqrt(0.1)),
 )
+AUX_INITS: tuple[str, ...] = ("zero", "random")
 HISTORY_COLUMNS: tuple[str, ...] = (
     "step",
     "method",
@@ -123,6 +125,7 @@ class ToyConfig:
     sigma: float = 1.0
     temperature: float | None = None
     batch_size: int | None = None
+    aux_init: str = "zero"  # v at initialization: "zero" (the default, see above) or "random"
 
     def validate(self) -> ToyConfig:
         """Check every field (cheap, before any training); return self."""
@@ -150,6 +153,8 @@ class ToyConfig:
         _check_positive("sigma", self.sigma)
         if self.temperature is not None:
             _check_positive("temperature", self.temperature)
+        if self.aux_init not in AUX_INITS:
+            raise ValueError(f"aux_init must be one of {list(AUX_INITS)}, got {self.aux_init!r}")
         if self.batch_size is not None:
             _check_int("batch_size", self.batch_size, 4)
             if self.batch_size > self.n_train:
@@ -196,12 +201,19 @@ class FirstLayer(nn.Module):
 class ToyNet(nn.Module):
     """First layer W, auxiliary linear classifier v on Z1, upper ReLU MLP on Z1 (no detaching)."""
 
-    def __init__(self, hidden: int = 32, depth: int = 2, norm: float | None = math.sqrt(2)) -> None:
+    def __init__(
+        self,
+        hidden: int = 32,
+        depth: int = 2,
+        norm: float | None = math.sqrt(2),
+        aux_init: str = "zero",
+    ) -> None:
         super().__init__()
         self.first = FirstLayer(norm)
-        self.aux = nn.Linear(DIM, NUM_CLASSES)
-        nn.init.zeros_(self.aux.weight)  # see the module docstring: v starts at 0
-        nn.init.zeros_(self.aux.bias)
+        self.aux = nn.Linear(DIM, NUM_CLASSES)  # torch's default (random) initialization
+        if aux_init == "zero":  # see the module docstring: v starts at 0
+            nn.init.zeros_(self.aux.weight)
+            nn.init.zeros_(self.aux.bias)
         layers: list[nn.Module] = []
         width = DIM
         for _ in range(depth):
@@ -372,6 +384,7 @@ def train_toy(
     sigma: float = 1.0,
     temperature: float | None = None,
     batch_size: int | None = None,
+    aux_init: str = "zero",
     num_threads: int | None = 1,
 ) -> ToyRun:
     """Train the toy network by ``method`` ("layerwise" | "e2e"); the settings are ToyConfig's.
@@ -392,7 +405,7 @@ def train_toy(
         method=method, n_train=n_train, n_eval=n_eval, steps=steps, lr=lr, seed=seed,
         record_every=record_every, hidden=hidden, depth=depth, weight_norm=weight_norm,
         local_loss=local_loss, kernel=kernel, sigma=sigma, temperature=temperature,
-        batch_size=batch_size,
+        batch_size=batch_size, aux_init=aux_init,
     ).validate()  # fmt: skip
     previous = torch.get_num_threads()
     if num_threads is not None:
@@ -409,7 +422,7 @@ def _train(cfg: ToyConfig) -> ToyRun:
     x_eval, y_eval = von_mises_toy(cfg.n_eval, seed=cfg.seed + 1)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        net = ToyNet(cfg.hidden, cfg.depth, cfg.weight_norm)
+        net = ToyNet(cfg.hidden, cfg.depth, cfg.weight_norm, cfg.aux_init)
     gen = torch.Generator().manual_seed(cfg.seed)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     rows = [_record(net, cfg, 0, x_train, y_train, x_eval, y_eval)]

@@ -4,7 +4,8 @@ One model definition serves every method (docs/method.md §7): the method is a t
 trainer computes the losses, detaches between blocks and steps the optimizer; the model's ``forward``
 has no side effects. After every epoch (and at initialization, epoch 0) every block and the logits are
 measured on a fixed evaluation subset by :class:`ibstudy.measure.PlaneRecorder` under the run's own
-measure config, and the model's weights are stored (``weights/epoch_NNNN.pt``) so that any other
+measure config (also at ``record_fractions`` of the first epoch, so the fast fitting phase is a curve;
+those points store no weights), and the model's weights are stored (``weights/epoch_NNNN.pt``) so that any other
 estimator can re-measure the run later without retraining (:func:`ibstudy.measure.measure`). Metrics go
 to tidy ``epochs.csv`` / ``layers.csv`` files in ``<results_dir>/<run_name>/``, written atomically
 together with a checkpoint, so an interrupted run resumes to the same numbers on the CPU.
@@ -167,6 +168,8 @@ class Trainer:
         self.epoch_rows: list[dict[str, Any]] = []
         self.layer_rows: list[dict[str, Any]] = []
         self.epoch = 0
+        self.step = 0  # global optimizer step
+        self.steps_per_epoch = math.ceil(len(self.train_set) / cfg.batch_size)  # type: ignore[arg-type]
 
     # ---------------------------------------------------------------- optimisation
     def _stage_of(self, epoch: int) -> int:
@@ -249,8 +252,18 @@ class Trainer:
             for k in range(min(self.stage, self.num_blocks)):
                 self.model.blocks[k].eval()  # frozen blocks keep their BatchNorm statistics
 
+    def fraction_steps(self, epoch: int) -> dict[int, float]:
+        """Batches of ``epoch`` after which a sub-epoch point is recorded, mapped to the fractional
+        epoch they stand for (``record_fractions`` of the first epoch, each rounded to a batch)."""
+        n = self.steps_per_epoch
+        if epoch != 1 or n < 2:
+            return {}
+        batches = sorted({min(n - 1, max(1, round(f * n))) for f in self.cfg.record_fractions})
+        return {b: b / n for b in batches}
+
     def train_epoch(self, epoch: int) -> dict[str, Any]:
-        """One pass over the training set; raises :class:`TrainingDiverged` on a NaN/Inf loss."""
+        """One pass over the training set (recording the sub-epoch points that fall inside it);
+        raises :class:`TrainingDiverged` on a NaN/Inf loss."""
         cfg = self.cfg
         if cfg.method == "layerwise_sequential" and self._stage_of(epoch) != self.stage:
             self.stage = self._stage_of(epoch)
@@ -260,6 +273,7 @@ class Trainer:
         lr = self.optimizer.param_groups[0]["lr"]
         start = time.perf_counter()
         loss_sum, correct, seen = 0.0, 0, 0
+        points, record_seconds = self.fraction_steps(epoch), 0.0
         autocast = (
             torch.autocast(self.device.type, dtype=torch.float16) if self.amp else nullcontext()
         )
@@ -278,15 +292,24 @@ class Trainer:
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
             self.scaler.update()
+            self.step += 1
             loss_sum += loss.item() * y.shape[0]
             correct += (logits.argmax(1) == y).sum().item()
             seen += y.shape[0]
+            if batch in points:  # a sub-epoch point: running train stats, model as it is now
+                tick = time.perf_counter()
+                so_far = {
+                    "train_loss": loss_sum / seen, "train_acc": correct / seen, "lr": lr,
+                    "seconds": tick - start - record_seconds,
+                }  # fmt: skip
+                self.record(epoch - 1 + points[batch], so_far)
+                record_seconds += time.perf_counter() - tick
         self.scheduler.step()
         return {
             "train_loss": loss_sum / seen,
             "train_acc": correct / seen,
             "lr": lr,
-            "seconds": time.perf_counter() - start,
+            "seconds": time.perf_counter() - start - record_seconds,
         }
 
     # ---------------------------------------------------------------- analysis
@@ -320,12 +343,13 @@ class Trainer:
             seed=self.cfg.seed,
         )  # fmt: skip
 
-    def record(self, epoch: int, stats: dict[str, Any]) -> None:
-        """Measure the model after ``epoch`` and append the epoch's rows to the tables."""
+    def record(self, epoch: float, stats: dict[str, Any]) -> None:
+        """Measure the model now (after ``epoch``, possibly fractional) and append its table rows."""
         cfg = self.cfg
         base = {
             "run": cfg.run_id(), "method": cfg.method, "head": cfg.head, "seed": cfg.seed,
             "dataset": cfg.dataset, "num_classes": self.num_classes, "epoch": epoch,
+            "step": self.step,
         }  # fmt: skip
         test_acc, head_acc = self.evaluate()
         self.epoch_rows.append({**base, **stats, "test_acc": test_acc})
@@ -349,6 +373,7 @@ class Trainer:
         """Everything needed to continue the run bit for bit."""
         return {
             "epoch": self.epoch,
+            "step": self.step,
             "stage": self.stage,
             "model": self.model.state_dict(),
             "heads": self.heads.state_dict(),
@@ -377,6 +402,7 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         self.epoch = state["epoch"]
+        self.step = state.get("step", self.epoch * self.steps_per_epoch)  # older checkpoints
         self.epoch_rows = state["epoch_rows"]
         self.layer_rows = state["layer_rows"]
         _set_rng_state(state["rng"])

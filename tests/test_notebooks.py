@@ -37,7 +37,7 @@ def study(tmp_path_factory):
         declared = set(_parameters(path))
         params = {k: v for k, v in TINY.items() if k in declared}
         if "n_train" in declared:  # the toy notebook
-            params.update(n_train=400, n_eval=128, steps=60)
+            params.update(n_train=400, n_eval=128, steps=60, ablation_seeds=[0])
         run_notebooks([path], parameters=params, results_dir=str(results), html=False)
     return results
 
@@ -54,7 +54,8 @@ def test_every_notebook_executes_and_writes(study):
         assert executed.exists() and executed.stat().st_size > 0
     figures = {p.name for p in (study / "figures").iterdir()}
     for stem in ("00_samples", "02_lenet5_plane", "03_first_layer_heads", "04_resnet_probes",
-                 "05_resnet_plane", "07_plane_0", "07_m_eps_grid", "07_scale_response"):  # fmt: skip
+                 "05_resnet_plane", "07_plane_0", "07_m_eps_grid", "07_scale_response",
+                 "01_toy_ablation", "06_compression_vs_gap"):  # fmt: skip
         assert f"{stem}.png" in figures and f"{stem}.pdf" in figures
         assert (study / "figures" / f"{stem}.png").stat().st_size > 1000
     for name in ("02_lenet5", "03_heads", "04_resnet", "05_resnet"):
@@ -64,6 +65,11 @@ def test_every_notebook_executes_and_writes(study):
     assert set(claims["claim"]) == {"C1", "C2", "C3", "C4a", "C4b"}
     assert claims["summary"].str.fullmatch(r"holds in [01] of 1 seeds|not measured").all()
     assert claims["scale"].str.contains("1 epochs").all()
+    # C3b needs >= 5 runs of a study: one seed of 02 + 03 is too few
+    c3b = pd.read_csv(study / "tables" / "06_c3b.csv")
+    assert set(c3b["verdict"]) == {"not measured"} and len(c3b) == 2
+    ablation = pd.read_csv(study / "toy" / "ablation.csv")
+    assert len(ablation) == 5 * 2 and set(ablation["steps"]) == {60}
     robust = pd.read_csv(study / "tables" / "07_claims_by_estimator.csv")
     assert robust.groupby("estimator")["claim"].apply(sorted).map(tuple).nunique() == 1
     assert robust["estimator"].nunique() == 4 and len(robust) == 20

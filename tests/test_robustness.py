@@ -27,7 +27,8 @@ def _measured(values: dict[str, list[float]], floors: dict[str, list[float]], mi
                     {
                         "run": method, "method": method, "head": head, "seed": 0,
                         "dataset": "mnist5k",
-                        "num_classes": 10, "epoch": epoch, "layer": layer, "layer_index": index,
+                        "num_classes": 10, "epoch": epoch, "step": 10 * epoch, "layer": layer,
+                        "layer_index": index,
                         "nhsic_xz": v, "nhsic_yz": 5.0 + index, "nhsic_xz_std": 0.1,
                         "nhsic_yz_std": 0.1, "floor_xz": f, "floor_yz": 1.0,
                         "floor_xz_std": 0.5, "floor_yz_std": 0.0, "eval_size": 512,

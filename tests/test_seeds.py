@@ -93,6 +93,17 @@ def test_claims_per_seed_counts_k_of_n():
     assert table.loc["C1", "holds"] == 2 and table.loc["C1", "seeds"] == 3
     assert "seed 2: does not hold" in table.loc["C1", "verdicts"]
     assert list(table.index) == ["C1", "C2", "C3", "C4a", "C4b"]
+    # the verdict's number pooled over seeds: mean +- std of the per-seed values
+    per_seed = [
+        claims.claims_table(
+            _layers(decay)[lambda d, s=s: d["seed"] == s], None, scale="s"
+        ).set_index("claim").loc["C1", "stat"]
+        for s in range(3)
+    ]  # fmt: skip
+    assert table.loc["C1", "stat_mean"] == pytest.approx(np.mean(per_seed))
+    assert table.loc["C1", "stat_std"] == pytest.approx(np.std(per_seed, ddof=1))
+    assert table.loc["C1", "evidence_summary"].startswith("mean z, deeper blocks: ")
+    assert table.loc["C1", "evidence_summary"].endswith("(n=3)")
 
 
 def test_claims_per_seed_needs_shared_seeds():

@@ -5,6 +5,7 @@ Also bad input; the identity itself (ibstudy.losses.snn_hsic_identity) is tested
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -13,6 +14,7 @@ from ibstudy.losses import kernel_mass, snn_hsic_identity, snn_loss
 from ibstudy.toy import (
     HISTORY_COLUMNS,
     TOY_METHODS,
+    ToyConfig,
     aux_direction,
     aux_direction_coordinates,
     paper_first_layer,
@@ -164,3 +166,50 @@ def test_train_toy_rejects_bad_input(kwargs, message):
     kwargs = {"method": "e2e", **kwargs}
     with pytest.raises(ValueError, match=message):
         train_toy(kwargs.pop("method"), **kwargs)
+
+
+# ---------------------------------------------------------------- ablations of the toy's choices
+def test_aux_init_random_starts_v_away_from_zero():
+    from ibstudy.toy import ToyNet
+
+    torch.manual_seed(0)
+    assert ToyNet().aux.weight.abs().sum() == 0
+    torch.manual_seed(0)
+    assert ToyNet(aux_init="random").aux.weight.abs().sum() > 0
+    with pytest.raises(ValueError, match=r"aux_init must be one of \['zero', 'random'\]"):
+        ToyConfig("e2e", aux_init="normal").validate()
+
+
+def test_converged_on_known_histories():
+    from ibstudy.toy_ablation import converged
+
+    steps = np.arange(0, 101, 10)
+    flat = pd.DataFrame({"step": steps, "loss": 1.0 / (1 + steps) + 0.5})
+    assert converged(flat)  # 0.5099 -> 0.5099: change 0.2 % over the last 20 steps
+    falling = pd.DataFrame({"step": steps, "loss": 1.0 - 0.009 * steps})
+    assert not converged(falling)  # 0.28 -> 0.10 over the last 20 steps
+    assert not converged(falling.iloc[:1])  # a single point cannot show convergence
+
+
+def test_toy_ablation_rows_and_validation_first(monkeypatch):
+    from ibstudy import toy_ablation as ta
+
+    base = dict(n_train=200, n_eval=64, steps=20, record_every=10)
+    table = ta.toy_ablation(
+        base, {"baseline": {}, "free W norm": {"weight_norm": None}}, seeds=[0, 1]
+    )
+    assert len(table) == 2 * 2 * 2 and set(table["steps"]) == {20}
+    assert set(table["method"]) == {"e2e", "layerwise"}
+    free = table[table["variant"] == "free W norm"]
+    fixed = table[table["variant"] == "baseline"]
+    assert not free["sv_ratio"].equals(fixed["sv_ratio"])  # the variant changed the runs
+    assert table["xz_kept"].between(0, 2).all()
+
+    def boom(*args, **kwargs):
+        raise AssertionError("trained before every config was validated")
+
+    monkeypatch.setattr(ta, "train_toy", boom)
+    with pytest.raises(ValueError, match="sigma must be > 0"):
+        ta.toy_ablation(base, {"ok": {}, "bad": {"sigma": -1.0}}, seeds=[0])
+    with pytest.raises(ValueError, match="seeds must name at least one seed"):
+        ta.toy_ablation(base, seeds=[])

@@ -170,6 +170,65 @@ def test_resume_equals_uninterrupted(tmp_path, method):
     )
 
 
+def test_fractional_record_points_in_order_with_steps(tmp_path):
+    fractions = (0.125, 0.25, 0.5)
+    cfg = tiny(tmp_path, record_fractions=fractions, probe_epochs=(2,))
+    run = train(cfg, progress=False)
+    steps_per_epoch = 512 // 64
+    ep = run.epochs
+    # 1/8, 1/4, 1/2 of 8 batches are batches 1, 2, 4: epoch = steps / steps per epoch
+    assert ep["epoch"].tolist() == [0, 0.125, 0.25, 0.5, 1, 2]
+    assert ep["step"].tolist() == [0, 1, 2, 4, steps_per_epoch, 2 * steps_per_epoch]
+    assert ep["step"].is_monotonic_increasing and ep["epoch"].is_monotonic_increasing
+    # every point has one row per layer, with the same step as the epochs table
+    layers = run.layers
+    per_point = layers.groupby("epoch").size()
+    assert per_point.tolist() == [cfg.num_blocks() + 1] * 6
+    merged = layers.merge(ep[["epoch", "step"]], on="epoch", suffixes=("", "_ep"))
+    assert (merged["step"] == merged["step_ep"]).all()
+    # the fitting phase is a curve: the first block's nHSIC(Y;Z) changes between the early points
+    conv1 = layers[layers["layer_index"] == 0].set_index("epoch")["nhsic_yz"]
+    assert conv1.loc[[0, 0.125, 0.25, 0.5, 1]].diff().abs().iloc[1:].min() > 0
+    # probes only at whole epochs; sub-epoch points store no weights
+    assert layers.dropna(subset=["probe_test_acc"])["epoch"].unique().tolist() == [2]
+    assert run.stored_epochs() == [0, 1, 2] and run.complete
+    # a whole-epoch row is the model at that epoch whether or not sub-epoch points were recorded
+    plain = train(tiny(tmp_path / "plain", probe_epochs=(2,)), progress=False)
+    whole = ep[ep["epoch"] == ep["epoch"].round()].reset_index(drop=True)
+    cols = ["epoch", "step", "train_loss", "train_acc", "test_acc"]
+    pd.testing.assert_frame_equal(whole[cols], plain.epochs[cols], check_dtype=False)
+
+
+def test_fractional_points_resume_and_reload(tmp_path):
+    cfg = tiny(tmp_path, record_fractions=(0.25, 0.5))
+    full = train(cfg, progress=False)
+    other = tiny(tmp_path / "b", record_fractions=(0.25, 0.5))
+    train(other, stop_after=1, progress=False)
+    resumed = train(other, resume=True, progress=False)
+    drop = ["seconds", "run"]
+    pd.testing.assert_frame_equal(
+        full.epochs.drop(columns=drop), resumed.epochs.drop(columns=drop), check_exact=True
+    )
+    again = training.Run.load(cfg.run_dir())
+    assert again.complete and not again.repaired
+    assert again.epochs["epoch"].tolist() == [0, 0.25, 0.5, 1, 2]
+
+
+@pytest.mark.parametrize(
+    "fractions", [(0.0,), (1.0,), (0.5, 0.25), (-0.1,), (float("nan"),), "0.5"]
+)
+def test_bad_record_fractions(tmp_path, fractions):
+    with pytest.raises(ValueError, match="record_fractions"):
+        tiny(tmp_path, record_fractions=fractions)
+
+
+def test_record_fractions_keep_old_run_ids(tmp_path):
+    plain = tiny(tmp_path)
+    assert "record_fractions" not in plain.identity()
+    with_points = tiny(tmp_path, record_fractions=(0.5,))
+    assert with_points.run_id() != plain.run_id()
+
+
 def test_resume_with_other_config_names_field(tmp_path):
     cfg = tiny(tmp_path, epochs=1)
     train(cfg, progress=False)
