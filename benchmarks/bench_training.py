@@ -9,7 +9,10 @@ LeNet5 on synthetic CIFAR-shaped images (10,000 by default):
 4. re-measuring one stored epoch of a LeNet5 run on mnist5k (``ibstudy.measure.measure``: reload the
    weights, every layer, floor on, cache write) as a fraction of training that epoch (target < 1:
    re-measuring a whole run takes less time than training it), for the run's own estimator and for
-   the median bandwidth with 5 floor permutations.
+   the median bandwidth with 5 floor permutations;
+5. the study preset's per-epoch record on mnist5k (test accuracy, plane with floor) and save, as a
+   fraction of that epoch's training (target <= 0.25), and what the three sub-epoch points add to a
+   40-epoch run.
 With ``--device cuda`` (or auto on a GPU machine) it also times a ResNet18 epoch with and without amp.
 
     python benchmarks/bench_training.py [--n 10000] [--device auto] [--repeats 3]
@@ -110,6 +113,38 @@ def remeasure_section(device: torch.device, repeats: int, tmp: str) -> None:
         print(f"  {label:<42} {t:>8.3f} {t / t_train:>14.3f}  < 1")
 
 
+def study_record_section(device: torch.device, repeats: int, tmp: str) -> None:
+    """Section 5: the study preset's per-epoch record (test accuracy + plane with floor + save)
+    against the training of that epoch, LeNet5 on mnist5k, probes off."""
+    cfg = TrainConfig.preset(
+        "study", epochs=repeats + 1, device=str(device), results_dir=tmp, probe_epochs=(),
+        run_name="bench-study",
+    )  # fmt: skip
+    tr = Trainer(cfg, progress=False)
+    tr.train_epoch(1)  # warm-up (also records the three sub-epoch points)
+    t_train, t_record, t_save = [], [], []
+    for epoch in range(2, repeats + 2):
+        t_train.append(timed(lambda e=epoch: tr.train_epoch(e), device))
+        tr.epoch = epoch
+        t_record.append(timed(lambda e=epoch: tr.record(e, {"seconds": 0.0}), device))
+        t_save.append(timed(lambda: tr.save(complete=False), device))
+    med = statistics.median
+    train_s, record_s, save_s = med(t_train), med(t_record), med(t_save)
+    extra = len(tr.fraction_steps(1)) * record_s / (40 * train_s)
+    print(
+        "\nThe study preset's per-epoch record (LeNet5, mnist5k, 512 eval images, floor, no probes)"
+    )
+    print(
+        f"  training one epoch {train_s:.2f} s | record {record_s:.3f} s | save (weights, "
+        f"checkpoint, tables) {save_s:.3f} s"
+    )
+    print(f"  {'ratio':<50} {'value':>7}  target")
+    print(
+        f"  {'(record + save) / training epoch':<50} {(record_s + save_s) / train_s:>7.3f}  <= 0.25"
+    )
+    print(f"  {'3 sub-epoch points / a 40-epoch run':<50} {extra:>7.4f}  report")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=10_000, help="synthetic training images")
@@ -146,6 +181,7 @@ def main() -> None:
         for name, value, target in rows:
             print(f"  {name:<50} {value:>7.3f}  {target}")
         remeasure_section(device, args.repeats, tmp)
+        study_record_section(device, args.repeats, tmp)
         if device.type == "cuda":
             print("\nResNet18 on the GPU (images/s)")
             for amp in (False, True):

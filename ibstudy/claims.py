@@ -42,6 +42,7 @@ __all__ = [
     "accuracy_table",
     "accuracy_summary",
     "claims_per_seed",
+    "excess_with_noise",
 ]
 
 LAYER_REQUIRED = ("run", "method", "head", "epoch", "layer", "layer_index", "nhsic_xz", "nhsic_yz")

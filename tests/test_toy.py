@@ -188,6 +188,9 @@ def test_converged_on_known_histories():
     assert converged(flat)  # 0.5099 -> 0.5099: change 0.2 % over the last 20 steps
     falling = pd.DataFrame({"step": steps, "loss": 1.0 - 0.009 * steps})
     assert not converged(falling)  # 0.28 -> 0.10 over the last 20 steps
+    near_zero = pd.DataFrame({"step": steps, "loss": 1e-3 * 0.5**steps})
+    assert converged(near_zero)  # halves every step, but by less than atol = 1e-3
+    assert not converged(near_zero, atol=0.0)
     assert not converged(falling.iloc[:1])  # a single point cannot show convergence
 
 
