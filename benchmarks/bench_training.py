@@ -12,7 +12,10 @@ LeNet5 on synthetic CIFAR-shaped images (10,000 by default):
    the median bandwidth with 5 floor permutations;
 5. the study preset's per-epoch record on mnist5k (test accuracy, plane with floor) and save, as a
    fraction of that epoch's training (target <= 0.25), and what the three sub-epoch points add to a
-   40-epoch run.
+   40-epoch run;
+6. an epoch of Forward-Forward, signal propagation and layer-wise training with the nHSIC regularizer
+   (global, local) as a ratio to an E2E epoch on the same model and data (targets: FF and signal
+   propagation within 4x, the regularizer within 2x).
 With ``--device cuda`` (or auto on a GPU machine) it also times a ResNet18 epoch with and without amp.
 
     python benchmarks/bench_training.py [--n 10000] [--device auto] [--repeats 3]
@@ -79,8 +82,9 @@ def timed(fn, device: torch.device) -> float:
 
 
 def make_trainer(model: str, method: str, data, device: str, tmp: str, **kw) -> Trainer:
+    headless = method in ("e2e", "forward_forward", "signal_propagation")
     cfg = TrainConfig(
-        model=model, dataset="cifar10", method=method, head="none" if method == "e2e" else "linear",
+        model=model, dataset="cifar10", method=method, head="none" if headless else "linear",
         epochs=1, batch_size=128, lr=5e-4, eval_size=1024, chunk_size=256, device=device,
         results_dir=tmp, **kw,
     )  # fmt: skip
@@ -145,6 +149,35 @@ def study_record_section(device: torch.device, repeats: int, tmp: str) -> None:
     print(f"  {'3 sub-epoch points / a 40-epoch run':<50} {extra:>7.4f}  report")
 
 
+def methods_section(data, device: torch.device, repeats: int, tmp: str) -> None:
+    """Section 6: an epoch of each method beyond plain layer-wise training vs an E2E epoch."""
+    variants = {
+        "E2E": ("e2e", {}),
+        "Forward-Forward": ("forward_forward", {}),
+        "signal propagation": ("signal_propagation", {}),
+        "layer-wise + nHSIC global": ("layerwise", {"nhsic_reg": "global"}),
+        "layer-wise + nHSIC local": ("layerwise", {"nhsic_reg": "local"}),
+    }
+    trainers = {
+        k: make_trainer("lenet5", m, data, str(device), tmp, **kw)
+        for k, (m, kw) in variants.items()
+    }
+    for tr in trainers.values():
+        tr.train_epoch(1)  # warm-up
+    times: dict[str, list[float]] = {k: [] for k in trainers}
+    for r in range(repeats):  # interleaved so drift hits every variant alike
+        for k, tr in trainers.items():
+            times[k].append(timed(lambda r=r, tr=tr: tr.train_epoch(r + 2), device))
+    med = {k: statistics.median(v) for k, v in times.items()}
+    targets = {"Forward-Forward": "<= 4", "signal propagation": "<= 4"}
+    print(
+        f"\nMethods beyond layer-wise, LeNet5 (median of {repeats} epochs; E2E {med['E2E']:.2f} s)"
+    )
+    print(f"  {'epoch / E2E epoch':<50} {'value':>7}  target")
+    for k in list(trainers)[1:]:
+        print(f"  {k:<50} {med[k] / med['E2E']:>7.3f}  {targets.get(k, '<= 2')}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=10_000, help="synthetic training images")
@@ -182,6 +215,7 @@ def main() -> None:
             print(f"  {name:<50} {value:>7.3f}  {target}")
         remeasure_section(device, args.repeats, tmp)
         study_record_section(device, args.repeats, tmp)
+        methods_section(data, device, args.repeats, tmp)
         if device.type == "cuda":
             print("\nResNet18 on the GPU (images/s)")
             for amp in (False, True):

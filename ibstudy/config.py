@@ -30,7 +30,9 @@ __all__ = [
     "BANDWIDTHS",
     "ESTIMATORS",
     "MEASURE_FIELDS",
+    "HEADLESS_METHODS",
     "METHODS",
+    "NHSIC_REGS",
     "MeasureConfig",
     "OPTIMIZERS",
     "PRESETS",
@@ -40,7 +42,13 @@ __all__ = [
     "weight_epochs",
 ]
 
-METHODS: tuple[str, ...] = ("e2e", "layerwise", "layerwise_sequential")
+METHODS: tuple[str, ...] = (
+    "e2e", "layerwise", "layerwise_sequential", "forward_forward", "signal_propagation",
+)  # fmt: skip
+#: methods without auxiliary heads (head must be "none"): their local objective is their own
+HEADLESS_METHODS: tuple[str, ...] = ("e2e", "forward_forward", "signal_propagation")
+#: the layer-wise nHSIC regularizer: off, against the network input, or against the block's input
+NHSIC_REGS: tuple[str, ...] = ("none", "global", "local")
 OPTIMIZERS: tuple[str, ...] = ("adam", "sgd")
 PRESETS: tuple[str, ...] = ("quick", "study", "paper")
 #: seeds every training notebook runs at a preset (None: the single ``seed`` parameter)
@@ -141,6 +149,10 @@ class TrainConfig:
     method: str = "e2e"
     head: str = "none"  # auxiliary head of layer-wise methods: "linear" | "mlp"; "none" for e2e
     local_loss: str = "cross_entropy"
+    nhsic_reg: str = (
+        "none"  # layer-wise only: "global" | "local" nHSIC regularizer (docs/method.md §7)
+    )
+    nhsic_lambda: float = 0.01  # its weight (used only when nhsic_reg is not "none")
     epochs: int = 3  # layerwise_sequential: epochs per stage (each block, then the classifier)
     batch_size: int = 128
     optimizer: str = "adam"
@@ -204,7 +216,7 @@ class TrainConfig:
             )  # fmt: skip
         _check_fields(cls, overrides)
         base.update(overrides)
-        if "head" not in overrides and base.get("method", "e2e") != "e2e":
+        if "head" not in overrides and base.get("method", "e2e") not in HEADLESS_METHODS:
             base["head"] = "linear"
         if "probe_size" not in overrides and base.get("train_size") is not None:
             base["probe_size"] = min(base["probe_size"], base["train_size"])
@@ -243,21 +255,35 @@ class TrainConfig:
         check_choice("method", self.method, METHODS)
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
         check_choice("local_loss", self.local_loss, LOCAL_LOSSES)
-        if self.method == "e2e":
+        if self.method in HEADLESS_METHODS:
             if self.head != "none":
                 raise ValueError(
-                    f"head must be 'none' when method='e2e' (heads belong to layer-wise methods), "
-                    f"got {self.head!r}"
+                    f"head must be 'none' when method={self.method!r} (it has no auxiliary heads; "
+                    f"heads belong to the layer-wise methods), got {self.head!r}"
                 )
             if self.local_loss != "cross_entropy":
                 raise ValueError(
-                    f"local_loss must be 'cross_entropy' when method='e2e', got {self.local_loss!r}"
+                    f"local_loss must be 'cross_entropy' when method={self.method!r}, got "
+                    f"{self.local_loss!r}"
                 )
         else:
             check_choice("head", self.head, HEADS)
+        check_choice("nhsic_reg", self.nhsic_reg, NHSIC_REGS)
+        if self.nhsic_reg != "none" and self.method not in ("layerwise", "layerwise_sequential"):
+            raise ValueError(
+                f"nhsic_reg={self.nhsic_reg!r} needs a layer-wise method ('layerwise' or "
+                f"'layerwise_sequential'), got method={self.method!r}; use nhsic_reg='none'"
+            )
+        check_real("nhsic_lambda", self.nhsic_lambda, minimum=0.0)
         if self.local_loss == "supcon" and not self.augment:
             raise ValueError("local_loss='supcon' needs two augmented views: set augment=True")
         info = INFO[self.dataset]
+        if self.method == "forward_forward" and info.num_classes > info.image_size:
+            raise ValueError(
+                f"method='forward_forward' embeds the label one-hot in the first row of the image "
+                f"({info.image_size} pixels), which cannot hold the {info.num_classes} classes of "
+                f"dataset={self.dataset!r}; choose a dataset with <= {info.image_size} classes"
+            )
         if self.train_size is not None:  # before probe_size, which defaults to min(.., train_size)
             check_int("train_size", self.train_size, minimum=1, maximum=info.train_size)
         for name in (
@@ -379,6 +405,9 @@ class TrainConfig:
             d.pop(key)
         if not d["record_fractions"]:  # runs without sub-epoch points keep their former ids
             d.pop("record_fractions")
+        if d["nhsic_reg"] == "none":  # nor do runs without the regularizer (lambda unused)
+            d.pop("nhsic_reg")
+            d.pop("nhsic_lambda")
         return d
 
     def run_id(self) -> str:

@@ -45,6 +45,7 @@ __all__ = [
     "nhsic",
     "nhsic_approx",
     "nhsic_cka",
+    "nhsic_differentiable",
     "nocco_operator",
 ]
 
@@ -255,6 +256,16 @@ def center(k: Tensor) -> Tensor:
     return g.sub_(row).sub_(col.sub_(row.mean()))
 
 
+def _gaussian_differentiable(x: Tensor, sigma: float) -> Tensor:
+    """The Gaussian Gram of :func:`gaussian` built from out-of-place ops, so autograd reaches ``x``."""
+    f = x.reshape(x.shape[0], -1)
+    f = f - f.mean(dim=0, keepdim=True)
+    sq = f.square().sum(dim=1)
+    d = (sq[:, None] + sq[None, :] - 2.0 * (f @ f.T)).clamp(min=0.0)
+    d = d * (1.0 - torch.eye(f.shape[0], dtype=f.dtype, device=f.device))  # exact zero diagonal
+    return torch.exp(d * (-1.0 / (2.0 * sigma * sigma * f.shape[1])))
+
+
 # ----------------------------------------------------------------------------------------------
 # HSIC and NOCCO
 # ----------------------------------------------------------------------------------------------
@@ -398,6 +409,36 @@ def nhsic(
             _operator(a, kernel_a, sigma, eps), _operator(b, kernel_b, sigma, eps)
         )
     return _trace_from_factors(ua, ub, c)
+
+
+def nhsic_differentiable(
+    a: Tensor,
+    b: Tensor,
+    *,
+    kernel_b: str = "gaussian",
+    sigma: float = 5.0,
+    eps: float = 1e-5,
+) -> Tensor:
+    """:func:`nhsic` as a scalar tensor with a gradient with respect to ``a`` (and ``b`` when
+    floating): Gaussian kernel on ``a`` (``kernel_b``: gaussian or linear, for ``b``), float64 after
+    the Gram, ``R = G (G + eps m I)^-1`` by a Cholesky solve. For training losses (regularizers);
+    the plane uses :func:`nhsic`."""
+    _check_pair(a, b, "gaussian", kernel_b, sigma)
+    _check_positive("eps", eps)
+    if kernel_b == "gaussian_median":
+        raise ValueError("kernel_b must be 'gaussian' or 'linear' for the differentiable nHSIC")
+    m = a.shape[0]
+    c = eps * m
+    eye = torch.eye(m, dtype=torch.float64, device=a.device)
+
+    def operator(g: Tensor) -> Tensor:
+        g = g.to(torch.float64)
+        g = g - g.mean(dim=1, keepdim=True) - g.mean(dim=0, keepdim=True) + g.mean()
+        chol = torch.linalg.cholesky(g + c * eye)
+        return eye - c * torch.cholesky_inverse(chol)
+
+    gb = _gaussian_differentiable(b, sigma) if kernel_b == "gaussian" else linear(b).to(a.device)
+    return (operator(_gaussian_differentiable(a, sigma)) * operator(gb)).sum()
 
 
 def nhsic_cka(

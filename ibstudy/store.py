@@ -365,4 +365,9 @@ class Run:
                 weights_path(self.path, epoch), map_location=map_location, weights_only=True
             )
             model.load_state_dict(state)
+        if self.config.method == "forward_forward":  # measured as it computes: neutral label
+            from ibstudy.data import INFO
+            from ibstudy.local_methods import FFView
+
+            return FFView(model, INFO[self.config.dataset].num_classes).eval()  # type: ignore[return-value]
         return model.eval()

@@ -34,6 +34,8 @@ from ibstudy.config import MEASURE_FIELDS, METHODS, OPTIMIZERS, PRESETS, TrainCo
 from ibstudy.data import INFO, eval_subset, load_dataset, make_loader
 from ibstudy.device import pick_device, seed_everything
 from ibstudy.heads import build_head
+from ibstudy.hsic import nhsic_differentiable
+from ibstudy.local_methods import FFView, ff_loss, ff_predict, sp_loss, sp_predict, sp_projection
 from ibstudy.losses import cross_entropy, similarity_matching_loss, supcon_loss
 from ibstudy.measure import PlaneRecorder, evaluating
 from ibstudy.models import build_model
@@ -52,6 +54,8 @@ from ibstudy.store import (
 )
 from ibstudy.tables import EPOCH_COLUMNS, LAYER_COLUMNS, PLANE_COLUMNS
 
+#: the methods that train blocks through auxiliary heads (and may add the nHSIC regularizer)
+LAYERWISE: tuple[str, ...] = ("layerwise", "layerwise_sequential")
 SUPCON_DIM = (
     128  # [ours] projection size of the auxiliary heads under the supervised contrastive loss
 )
@@ -152,11 +156,18 @@ class Trainer:
         ).to(self.device)
         self.layer_names = [*self.model.block_names, "logits"]
         self.heads = nn.ModuleList()
-        if cfg.method != "e2e":
+        if cfg.method in LAYERWISE:
             out_dim = SUPCON_DIM if cfg.local_loss == "supcon" else info.num_classes
             shapes = self.model.block_output_shapes(info.in_channels, info.image_size)
             self.heads = nn.ModuleList(build_head(cfg.head, s, out_dim) for s in shapes)
-            self.heads.to(self.device)
+        elif cfg.method == "signal_propagation":  # the learned target projection
+            shape = (info.in_channels, info.image_size, info.image_size)
+            self.heads = nn.ModuleList([sp_projection(info.num_classes, shape)])
+        self.heads.to(self.device)
+        # the network the plane and the probes measure (Forward-Forward: neutral label, normalized)
+        self.view: nn.Module = self.model
+        if cfg.method == "forward_forward":
+            self.view = FFView(self.model, info.num_classes)
         self.num_blocks = len(self.model.blocks)
         num_params = sum(p.numel() for p in self.model.parameters())
         self.save_epochs = set(weight_epochs(cfg.total_epochs(), num_params, cfg.save_epochs))
@@ -208,6 +219,16 @@ class Trainer:
             return supcon_loss(head_out[:b], head_out[b:], y)
         return similarity_matching_loss(head_out, y.repeat(n_views), self.num_classes)
 
+    def _nhsic_reg(self, x: Tensor, block_input: Tensor, z: Tensor) -> Tensor:
+        """lambda x nHSIC(Z; X) (``global``) or nHSIC(Z; block input) (``local``) on the batch, with
+        the plane's kernel (sigma * sqrt(d), eps); 0 without the regularizer (docs/method.md §7)."""
+        cfg = self.cfg
+        if cfg.nhsic_reg == "none":
+            return z.new_zeros(())
+        other = x if cfg.nhsic_reg == "global" else block_input.detach()
+        value = nhsic_differentiable(z, other, sigma=cfg.sigma, eps=cfg.eps)
+        return cfg.nhsic_lambda * value.to(z.dtype)
+
     def _batch_loss(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         """The objective of one batch and the logits the accuracy is read from."""
         cfg = self.cfg
@@ -218,12 +239,16 @@ class Trainer:
         if cfg.method == "e2e":
             logits = self.model(x)
             return cross_entropy(logits, y), logits
+        if cfg.method == "forward_forward":
+            return ff_loss(self.model, x, y, self.num_classes)
+        if cfg.method == "signal_propagation":
+            return sp_loss(self.model, self.heads[0], x, y, self.num_classes)
         if cfg.method == "layerwise":
             h = x
             total = x.new_zeros(())
             for block, head in zip(self.model.blocks, self.heads, strict=True):
                 z = block(h.detach())
-                total = total + self._local_loss(head(z), y, n_views)
+                total = total + self._local_loss(head(z), y, n_views) - self._nhsic_reg(x, h, z)
                 h = z
             logits = self.model.classifier(h.detach())
             total = total + cross_entropy(logits, y.repeat(n_views))
@@ -236,7 +261,7 @@ class Trainer:
                 h = self.model.blocks[k](h)
         if s < self.num_blocks:
             z = self.model.blocks[s](h)
-            loss = self._local_loss(self.heads[s](z), y, n_views)
+            loss = self._local_loss(self.heads[s](z), y, n_views) - self._nhsic_reg(x, h, z)
             with torch.no_grad():
                 for k in range(s + 1, self.num_blocks):
                     z = self.model.blocks[k](z)
@@ -313,6 +338,15 @@ class Trainer:
         }
 
     # ---------------------------------------------------------------- analysis
+    def predict(self, x: Tensor, logits: Tensor) -> Tensor:
+        """The method's own prediction: the classifier's argmax, or for Forward-Forward the label of
+        highest goodness, for signal propagation the most similar class target."""
+        if self.cfg.method == "forward_forward":
+            return ff_predict(self.model, x, self.num_classes)
+        if self.cfg.method == "signal_propagation":
+            return sp_predict(self.model, self.heads[0], x, self.num_classes)
+        return logits.argmax(1)
+
     def evaluate(self) -> tuple[float, list[float]]:
         """Test accuracy of the classifier and of every auxiliary head (NaN without one)."""
         correct, head_correct, seen = 0, [0] * self.num_blocks, 0
@@ -321,24 +355,24 @@ class Trainer:
             for x, y in loader:
                 x, y = x.to(self.device), y.to(self.device)
                 logits, zs = self.model(x, return_blocks=True)
-                correct += (logits.argmax(1) == y).sum().item()
+                correct += (self.predict(x, logits) == y).sum().item()
                 seen += y.shape[0]
-                if len(self.heads) and self.cfg.local_loss == "cross_entropy":
+                if self.cfg.method in LAYERWISE and self.cfg.local_loss == "cross_entropy":
                     for k, (z, head) in enumerate(zip(zs, self.heads, strict=True)):
                         head_correct[k] += (head(z).argmax(1) == y).sum().item()
-        has_heads = len(self.heads) and self.cfg.local_loss == "cross_entropy"
+        has_heads = self.cfg.method in LAYERWISE and self.cfg.local_loss == "cross_entropy"
         heads = [c / seen if has_heads else math.nan for c in head_correct]
         return correct / seen, heads
 
     def measure_plane(self) -> pd.DataFrame:
         """nHSIC(X;Z), nHSIC(Y;Z) (and the floor) of every block and the logits, one row per layer."""
-        return self.recorder.measure(self.model)
+        return self.recorder.measure(self.view)
 
     def probe(self) -> pd.DataFrame:
         """Linear probes per block (docs/method.md §9)."""
         x_tr, y_tr = eval_subset(self.train_plain, self.cfg.probe_size)
         return probe_blocks(
-            self.model, x_tr.to(self.device), y_tr.to(self.device), self.x_eval.to(self.device),
+            self.view, x_tr.to(self.device), y_tr.to(self.device), self.x_eval.to(self.device),
             self.y_eval.to(self.device), self.num_classes, steps=self.cfg.probe_steps,
             seed=self.cfg.seed,
         )  # fmt: skip

@@ -55,7 +55,7 @@ def test_every_notebook_executes_and_writes(study):
     figures = {p.name for p in (study / "figures").iterdir()}
     for stem in ("00_samples", "02_lenet5_plane", "03_first_layer_heads", "04_resnet_probes",
                  "05_resnet_plane", "07_plane_0", "07_m_eps_grid", "07_scale_response",
-                 "01_toy_ablation", "06_compression_vs_gap"):  # fmt: skip
+                 "01_toy_ablation", "06_compression_vs_gap", "08_depth_profiles", "08_plane"):  # fmt: skip
         assert f"{stem}.png" in figures and f"{stem}.pdf" in figures
         assert (study / "figures" / f"{stem}.png").stat().st_size > 1000
     for name in ("02_lenet5", "03_heads", "04_resnet", "05_resnet"):
@@ -68,6 +68,9 @@ def test_every_notebook_executes_and_writes(study):
     # C3b needs >= 5 runs of a study: one seed of 02 + 03 is too few
     c3b = pd.read_csv(study / "tables" / "06_c3b.csv")
     assert set(c3b["verdict"]) == {"not measured"} and len(c3b) == 2
+    comparison = pd.read_csv(study / "tables" / "08_comparison.csv").set_index("variant")
+    assert len(comparison) == 11 and comparison.loc["e2e", "role_gap"] == 0
+    assert comparison["final_test_acc"].between(0, 1).all()
     ablation = pd.read_csv(study / "toy" / "ablation.csv")
     assert len(ablation) == 5 * 2 and set(ablation["steps"]) == {60}
     robust = pd.read_csv(study / "tables" / "07_claims_by_estimator.csv")

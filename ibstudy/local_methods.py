@@ -1,0 +1,175 @@
+"""Forward-Forward and signal propagation on the study's block models (docs/method.md §7).
+
+Both train every block by a loss of its own with no gradient between blocks, like layer-wise training,
+but without auxiliary classifier heads. The trainer (:mod:`ibstudy.training`) calls these functions;
+``forward`` of the model stays free of side effects. Choices the originals leave open are marked
+[ours] here and in docs/method.md §7.
+
+Forward-Forward (Hinton, 2022):
+
+- the label is embedded one-hot in the first ``C`` pixels of the image's first row (channel 0), at the
+  batch's largest pixel value; a *neutral* embedding puts value / C on every class pixel;
+- positive data carries the true label, negative data a wrong one drawn uniformly from the others;
+- every block's input is RMS-normalized per sample (so a block cannot read the goodness of the one
+  below) and detached; goodness = mean squared activation of the block's output; the loss is
+  softplus(theta - g_pos) + softplus(g_neg - theta) with theta = FF_THRESHOLD [ours];
+- prediction: the label whose embedding gives the highest goodness summed over all blocks [ours:
+  Hinton leaves out the first hidden layer];
+- the final classifier is trained as a linear readout on the detached last block of a neutral pass, so
+  the plane's ``logits`` row means something; the plane measures the network on neutral inputs.
+
+Signal propagation (Kohan, Rietman & Siegelmann, 2023):
+
+- a learned linear projection maps each class's one-hot target to the input's shape; the batch and
+  the C class targets go through each block together (one batch, shared BatchNorm statistics);
+- block k's loss is the cross-entropy of the cosine similarities between each input's output and every
+  class target's output, divided by SP_TEMPERATURE [ours]; the gradient reaches the projection through
+  the first block only, and nothing crosses between blocks;
+- prediction: the class whose target is most similar at the last block; the final classifier is again
+  a linear readout on the detached last block.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+__all__ = [
+    "FF_THRESHOLD",
+    "SP_TEMPERATURE",
+    "FFView",
+    "embed_label",
+    "ff_loss",
+    "ff_predict",
+    "goodness",
+    "rms_normalize",
+    "sp_loss",
+    "sp_predict",
+    "sp_projection",
+]
+
+FF_THRESHOLD = 1.0  # [ours] goodness threshold on the mean squared activation
+SP_TEMPERATURE = 0.1  # [ours] temperature of the signal-propagation similarity logits
+
+
+def embed_label(x: Tensor, labels: Tensor | None, num_classes: int) -> Tensor:
+    """A copy of images ``x`` (N, C, H, W) with the label one-hot in row 0 of channel 0 (None:
+    the neutral embedding, value / num_classes on every class pixel)."""
+    if x.dim() != 4 or x.shape[-1] < num_classes:
+        raise ValueError(
+            f"x must be images (N, C, H, W) with W >= num_classes = {num_classes}, got shape "
+            f"{tuple(x.shape)}"
+        )
+    out = x.clone()
+    value = x.detach().amax()
+    if labels is None:
+        out[:, 0, 0, :num_classes] = value / num_classes
+    else:
+        out[:, 0, 0, :num_classes] = F.one_hot(labels, num_classes).to(x.dtype) * value
+    return out
+
+
+def rms_normalize(h: Tensor) -> Tensor:
+    """Each sample divided by the root mean square of its features (length normalization)."""
+    flat = h.flatten(1)
+    rms = flat.square().mean(dim=1).add(1e-8).sqrt()
+    return h / rms.view(-1, *([1] * (h.dim() - 1)))
+
+
+def goodness(z: Tensor) -> Tensor:
+    """Per-sample goodness: the mean squared activation."""
+    return z.flatten(1).square().mean(dim=1)
+
+
+def _ff_pass(blocks: nn.ModuleList, x: Tensor) -> list[Tensor]:
+    """Block outputs of the FF network (normalized, detached inputs) for already embedded ``x``."""
+    outs, h = [], x
+    for block in blocks:
+        h = block(rms_normalize(h.detach()))
+        outs.append(h)
+    return outs
+
+
+def ff_loss(model: nn.Module, x: Tensor, y: Tensor, num_classes: int) -> tuple[Tensor, Tensor]:
+    """(the FF objective of one batch + the readout's cross-entropy, the readout's logits)."""
+    wrong = (y + torch.randint(1, num_classes, y.shape, device=y.device)) % num_classes
+    pos = _ff_pass(model.blocks, embed_label(x, y, num_classes))
+    neg = _ff_pass(model.blocks, embed_label(x, wrong, num_classes))
+    total = x.new_zeros(())
+    for zp, zn in zip(pos, neg, strict=True):
+        total = total + F.softplus(FF_THRESHOLD - goodness(zp)).mean()
+        total = total + F.softplus(goodness(zn) - FF_THRESHOLD).mean()
+    with torch.no_grad():
+        last = _ff_pass(model.blocks, embed_label(x, None, num_classes))[-1]
+    logits = model.classifier(last)
+    return total + F.cross_entropy(logits, y), logits
+
+
+@torch.no_grad()
+def ff_predict(model: nn.Module, x: Tensor, num_classes: int) -> Tensor:
+    """The label whose embedding gives the highest goodness summed over the blocks."""
+    scores = []
+    for c in range(num_classes):
+        labels = torch.full((x.shape[0],), c, dtype=torch.long, device=x.device)
+        outs = _ff_pass(model.blocks, embed_label(x, labels, num_classes))
+        scores.append(torch.stack([goodness(z) for z in outs]).sum(dim=0))
+    return torch.stack(scores, dim=1).argmax(dim=1)
+
+
+class FFView(nn.Module):
+    """The network a Forward-Forward model computes, on neutrally embedded inputs: blocks with
+    RMS-normalized inputs, then the readout (what the plane and the probes measure)."""
+
+    def __init__(self, model: nn.Module, num_classes: int) -> None:
+        super().__init__()
+        self.model = model
+        self.num_classes = num_classes
+        self.blocks = model.blocks
+        self.block_names: list[str] = list(model.block_names)
+
+    def forward(
+        self, x: Tensor, return_blocks: bool = False
+    ) -> Tensor | tuple[Tensor, list[Tensor]]:
+        """Logits, or ``(logits, block outputs)`` when ``return_blocks`` is true."""
+        outs = _ff_pass(self.model.blocks, embed_label(x, None, self.num_classes))
+        logits = self.model.classifier(outs[-1])
+        return (logits, outs) if return_blocks else logits
+
+
+def sp_projection(num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
+    """The learned map from a one-hot class target to the input's shape."""
+    size = 1
+    for s in input_shape:
+        size *= s
+    return nn.Sequential(nn.Linear(num_classes, size), nn.Unflatten(1, tuple(input_shape)))
+
+
+def _similarities(z: Tensor, t: Tensor) -> Tensor:
+    """Cosine similarities (N, C) between every sample's and every class target's features."""
+    return F.normalize(z.flatten(1), dim=1) @ F.normalize(t.flatten(1), dim=1).T
+
+
+def sp_loss(
+    model: nn.Module, projection: nn.Module, x: Tensor, y: Tensor, num_classes: int
+) -> tuple[Tensor, Tensor]:
+    """(the signal-propagation objective of one batch + the readout's cross-entropy, its logits)."""
+    n = x.shape[0]
+    t = projection(torch.eye(num_classes, dtype=x.dtype, device=x.device))
+    h = torch.cat([x, t])
+    total = x.new_zeros(())
+    for k, block in enumerate(model.blocks):
+        h = block(h if k == 0 else h.detach())  # the projection learns through block 0 only
+        total = total + F.cross_entropy(_similarities(h[:n], h[n:]) / SP_TEMPERATURE, y)
+    logits = model.classifier(h[:n].detach())
+    return total + F.cross_entropy(logits, y), logits
+
+
+@torch.no_grad()
+def sp_predict(model: nn.Module, projection: nn.Module, x: Tensor, num_classes: int) -> Tensor:
+    """The class whose target is most similar to the input at the last block."""
+    n = x.shape[0]
+    h = torch.cat([x, projection(torch.eye(num_classes, dtype=x.dtype, device=x.device))])
+    for block in model.blocks:
+        h = block(h)
+    return _similarities(h[:n], h[n:]).argmax(dim=1)

@@ -1,0 +1,222 @@
+"""Forward-Forward, signal propagation and the nHSIC regularizer (issue 12): gradients, learning,
+resume, bad input."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from ibstudy import local_methods as lm
+from ibstudy.hsic import nhsic, nhsic_differentiable
+from ibstudy.training import TrainConfig, Trainer, train
+
+
+def tiny(tmp_path, **overrides) -> TrainConfig:
+    """LeNet5 on 512 mnist5k digits, 256 evaluation images, 2 epochs."""
+    base = dict(
+        train_size=512, eval_size=256, chunk_size=128, probe_size=256, probe_steps=20,
+        epochs=2, device="cpu", results_dir=str(tmp_path / "runs"),
+    )  # fmt: skip
+    base.update(overrides)
+    return TrainConfig.preset("quick", **base)
+
+
+# ---------------------------------------------------------------- differentiable nHSIC
+def test_differentiable_nhsic_equals_nhsic_and_matches_finite_differences():
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(12, 5, generator=gen, dtype=torch.float64)
+    b = torch.randn(12, 3, generator=gen, dtype=torch.float64)
+    labels = torch.arange(12) % 3
+    for other, kernel in ((b, "gaussian"), (labels, "linear")):
+        value = nhsic_differentiable(a, other, kernel_b=kernel, sigma=1.0, eps=1e-2)
+        ref = nhsic(a, other, kernel_a="gaussian", kernel_b=kernel, sigma=1.0, eps=1e-2)
+        assert float(value) == pytest.approx(ref, rel=1e-10)
+    # gradient with respect to the first argument against central differences (float64)
+    a.requires_grad_(True)
+    assert torch.autograd.gradcheck(
+        lambda t: nhsic_differentiable(t, b, sigma=1.0, eps=1e-2), (a,), eps=1e-6, atol=1e-5
+    )
+
+
+def test_differentiable_nhsic_bad_input():
+    a = torch.randn(8, 3)
+    with pytest.raises(ValueError, match="kernel_b must be 'gaussian' or 'linear'"):
+        nhsic_differentiable(a, a, kernel_b="gaussian_median")
+    with pytest.raises(ValueError, match="eps"):
+        nhsic_differentiable(a, a, eps=0.0)
+
+
+# ---------------------------------------------------------------- no gradient between blocks
+def _block_grads(trainer: Trainer, loss: torch.Tensor, block: int) -> list[torch.Tensor]:
+    trainer.model.zero_grad()
+    trainer.heads.zero_grad()
+    loss.backward()
+    return [
+        p.grad.clone() if p.grad is not None else torch.zeros_like(p)
+        for p in trainer.model.blocks[block].parameters()
+    ]
+
+
+@pytest.mark.parametrize("method", ["forward_forward", "signal_propagation"])
+def test_no_gradient_crosses_blocks(tmp_path, method):
+    """Block 0's gradient from the whole objective equals its gradient from its own loss alone."""
+    tr = Trainer(tiny(tmp_path, method=method), progress=False)
+    x, _ = tr.plane.chunk(0)
+    x, y = x[:32], tr.y_eval[:32]
+    torch.manual_seed(0)
+    full = _block_grads(tr, tr._batch_loss(x, y)[0], 0)
+    torch.manual_seed(0)  # same negative labels for Forward-Forward
+    if method == "forward_forward":
+        wrong = (y + torch.randint(1, 10, y.shape)) % 10
+        zp = tr.model.blocks[0](lm.rms_normalize(lm.embed_label(x, y, 10)))
+        zn = tr.model.blocks[0](lm.rms_normalize(lm.embed_label(x, wrong, 10)))
+        own = torch.nn.functional.softplus(lm.FF_THRESHOLD - lm.goodness(zp)).mean()
+        own = own + torch.nn.functional.softplus(lm.goodness(zn) - lm.FF_THRESHOLD).mean()
+    else:
+        t = tr.heads[0](torch.eye(10))
+        h = tr.model.blocks[0](torch.cat([x, t]))
+        sims = lm._similarities(h[:32], h[32:]) / lm.SP_TEMPERATURE
+        own = torch.nn.functional.cross_entropy(sims, y)
+    local = _block_grads(tr, own, 0)
+    for a, b in zip(full, local, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    assert any(g.abs().sum() > 0 for g in local)
+
+
+def test_ff_goodness_separates_positive_from_negative_after_a_few_steps(tmp_path):
+    tr = Trainer(tiny(tmp_path, method="forward_forward"), progress=False)
+    x, _ = tr.plane.chunk(0)
+    x, y = x[:64], tr.y_eval[:64]
+    wrong = (y + 1) % 10
+
+    def gap() -> float:
+        with torch.no_grad():
+            pos = lm._ff_pass(tr.model.blocks, lm.embed_label(x, y, 10))
+            neg = lm._ff_pass(tr.model.blocks, lm.embed_label(x, wrong, 10))
+            return float(
+                sum((lm.goodness(p) - lm.goodness(n)).mean() for p, n in zip(pos, neg, strict=True))
+            )
+
+    before = gap()
+    torch.manual_seed(0)
+    for _ in range(30):
+        loss, _ = tr._batch_loss(x, y)
+        tr.optimizer.zero_grad()
+        loss.backward()
+        tr.optimizer.step()
+    assert gap() > before + 0.05 and gap() > 0
+
+
+def test_embedding_and_view():
+    x = torch.zeros(2, 1, 32, 32)
+    x[:, 0, 5, 5] = 2.0
+    pos = lm.embed_label(x, torch.tensor([3, 7]), 10)
+    assert pos[0, 0, 0, :10].tolist() == [0, 0, 0, 2.0, 0, 0, 0, 0, 0, 0]
+    neutral = lm.embed_label(x, None, 10)
+    assert torch.allclose(neutral[:, 0, 0, :10], torch.full((2, 10), 0.2))
+    assert x[:, 0, 0].abs().sum() == 0  # the input is not modified
+    with pytest.raises(ValueError, match="W >= num_classes = 100"):
+        lm.embed_label(x, None, 100)
+
+
+# ---------------------------------------------------------------- learning and resume
+@pytest.fixture(scope="module")
+def new_runs(tmp_path_factory):
+    """One quick run (2 epochs, 1,000 digits) per new method."""
+    tmp = tmp_path_factory.mktemp("local")
+    out = {}
+    for method, extra in (
+        ("forward_forward", {}),
+        ("signal_propagation", {}),
+        ("layerwise", {"nhsic_reg": "global", "nhsic_lambda": 0.05}),
+    ):
+        cfg = tiny(tmp, method=method, train_size=1000, **extra)
+        out[method] = train(cfg, progress=False)
+    return out
+
+
+@pytest.mark.parametrize("method", ["forward_forward", "signal_propagation"])
+def test_new_methods_beat_chance(new_runs, method):
+    run = new_runs[method]
+    assert run.epochs["test_acc"].iloc[-1] > 0.5  # chance is 0.1
+    layers = run.layers
+    assert layers["nhsic_xz"].notna().all() and layers["head_test_acc"].isna().all()
+
+
+def test_regularizer_raises_last_block_input_information(tmp_path, new_runs):
+    reg = new_runs["layerwise"]
+    plain = train(tiny(tmp_path, method="layerwise", train_size=1000), progress=False)
+    last = "fc2"
+
+    def xz(run) -> float:
+        lay = run.layers
+        row = lay[(lay["layer"] == last) & (lay["epoch"] == lay["epoch"].max())].iloc[0]
+        return float(row["nhsic_xz"] - row["floor_xz"])
+
+    assert xz(reg) > xz(plain)
+    assert reg.config.run_id() != plain.config.run_id()
+
+
+@pytest.mark.parametrize(
+    "method, extra",
+    [("forward_forward", {}), ("signal_propagation", {}), ("layerwise", {"nhsic_reg": "local"})],
+)
+def test_resume_gives_identical_metrics(tmp_path, method, extra):
+    full = train(tiny(tmp_path / "a", method=method, **extra), progress=False)
+    cfg = tiny(tmp_path / "b", method=method, **extra)
+    train(cfg, stop_after=1, progress=False)
+    resumed = train(cfg, resume=True, progress=False)
+    drop = ["seconds", "run"]
+    pd.testing.assert_frame_equal(
+        full.epochs.drop(columns=drop), resumed.epochs.drop(columns=drop), check_exact=True
+    )
+    pd.testing.assert_frame_equal(
+        full.layers.drop(columns=["run"]), resumed.layers.drop(columns=["run"]), check_exact=True
+    )
+
+
+def test_ff_run_is_remeasured_as_it_computes(new_runs):
+    """Re-measuring a Forward-Forward run with its own estimator reproduces its recorded plane."""
+    from ibstudy.measure import measure
+
+    run = new_runs["forward_forward"]
+    again = measure(run, epochs=[2])
+    rec = run.layers[run.layers["epoch"] == 2].reset_index(drop=True)
+    assert again["nhsic_xz"].to_numpy() == pytest.approx(rec["nhsic_xz"].to_numpy(), rel=1e-9)
+
+
+# ---------------------------------------------------------------- bad input
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"method": "e2e", "nhsic_reg": "global"}, "nhsic_reg='global' needs a layer-wise method"),
+        ({"method": "layerwise", "nhsic_reg": "both"}, "nhsic_reg must be one of"),
+        ({"method": "layerwise", "nhsic_reg": "local", "nhsic_lambda": -1.0}, "nhsic_lambda"),
+        ({"method": "layerwise", "nhsic_reg": "local", "nhsic_lambda": math.inf}, "nhsic_lambda"),
+        ({"method": "forward_forward", "head": "linear"}, "head must be 'none' when method="),
+        ({"method": "signal_propagation", "head": "mlp"}, "head must be 'none' when method="),
+        ({"method": "forward_forward", "dataset": "cifar100"}, "cannot hold the 100 classes"),
+    ],
+)
+def test_bad_config_before_data(tmp_path, monkeypatch, overrides, message):
+    import ibstudy.training as training
+
+    def no_data(*a, **k):
+        raise AssertionError("data was loaded")
+
+    monkeypatch.setattr(training, "load_dataset", no_data)
+    with pytest.raises(ValueError, match=message):
+        train(TrainConfig(results_dir=str(tmp_path), **overrides))
+    assert not any(tmp_path.iterdir())
+
+
+def test_presets_and_ids():
+    ff = TrainConfig.preset("quick", method="forward_forward")
+    assert ff.head == "none"
+    plain = TrainConfig.preset("quick", method="layerwise")
+    assert "nhsic_reg" not in plain.identity() and "nhsic_lambda" not in plain.identity()
+    reg = TrainConfig.preset("quick", method="layerwise", nhsic_reg="global")
+    assert reg.identity()["nhsic_lambda"] == 0.01 and reg.run_id() != plain.run_id()
