@@ -62,7 +62,12 @@ ESTIMATORS: tuple[str, ...] = ("nhsic", "nhsic_cka")
 #: TrainConfig fields that say how the plane is measured during training (not part of the run id)
 MEASURE_FIELDS: tuple[str, ...] = ("eval_size", "chunk_size", "sigma", "eps", "floor")
 #: TrainConfig fields that say where and how a run is stored or executed (not part of the run id)
-_PLACE_FIELDS: tuple[str, ...] = ("results_dir", "run_name", "device", "data_root", "download")
+_PLACE_FIELDS: tuple[str, ...] = (
+    "results_dir", "run_name", "device", "data_root", "download", "channels_last", "compile",
+    "device_data",
+)  # fmt: skip
+#: where the training batches are cut: on the device when it fits (auto), always, or never
+DEVICE_DATA: tuple[str, ...] = ("auto", "on", "off")
 #: models with at least this many parameters store weights on a log-spaced epoch schedule
 LARGE_MODEL_PARAMS = 1_000_000
 LOG_SCHEDULE_POINTS = 24  # [ours] about this many stored epochs for a large model
@@ -181,7 +186,12 @@ class TrainConfig:
     run_name: str = ""  # empty: derived from the config (see run_id)
     data_root: str = "data"
     download: bool = False
-    amp: bool = False  # mixed precision (CUDA only; ignored on other devices)
+    amp: bool = False  # bf16 autocast (CUDA only; float16 with loss scaling where bf16 is missing)
+    channels_last: bool = False  # channels-last memory format for convolutional models (CUDA)
+    compile: bool = (
+        False  # torch.compile the forward passes (CUDA; warns and runs eagerly elsewhere)
+    )
+    device_data: str = "auto"  # training set on the device: auto (CUDA, if it fits) | on | off
 
     # -------------------------------------------------------------- construction
     @classmethod
@@ -278,12 +288,6 @@ class TrainConfig:
         if self.local_loss == "supcon" and not self.augment:
             raise ValueError("local_loss='supcon' needs two augmented views: set augment=True")
         info = INFO[self.dataset]
-        if self.method == "forward_forward" and info.num_classes > info.image_size:
-            raise ValueError(
-                f"method='forward_forward' embeds the label one-hot in the first row of the image "
-                f"({info.image_size} pixels), which cannot hold the {info.num_classes} classes of "
-                f"dataset={self.dataset!r}; choose a dataset with <= {info.image_size} classes"
-            )
         if self.train_size is not None:  # before probe_size, which defaults to min(.., train_size)
             check_int("train_size", self.train_size, minimum=1, maximum=info.train_size)
         for name in (
@@ -301,8 +305,14 @@ class TrainConfig:
         check_real("weight_decay", self.weight_decay, minimum=0.0)
         check_real("gamma", self.gamma, minimum=0.0, maximum=1.0, include_minimum=False)
         check_real("momentum", self.momentum, minimum=0.0, maximum=1.0, include_maximum=False)
-        for name in ("augment", "download", "amp"):
+        for name in ("augment", "download", "amp", "channels_last", "compile"):
             check_bool(name, getattr(self, name))
+        check_choice("device_data", self.device_data, DEVICE_DATA)
+        if self.device_data == "on" and self.local_loss == "supcon":
+            raise ValueError(
+                "device_data='on' cannot give the two augmented views of local_loss='supcon'; use "
+                "device_data='off' or 'auto'"
+            )
         name = self.run_name
         if not isinstance(name, str) or (
             name and (name in (".", "..") or name.startswith(".") or any(c in name for c in "/\\"))

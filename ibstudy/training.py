@@ -19,6 +19,7 @@ import random
 import shutil
 import tempfile
 import time
+import warnings
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from ibstudy.checks import check_int
 from ibstudy.config import MEASURE_FIELDS, METHODS, OPTIMIZERS, PRESETS, TrainConfig, weight_epochs
 from ibstudy.data import INFO, eval_subset, load_dataset, make_loader
 from ibstudy.device import pick_device, seed_everything
+from ibstudy.device_data import DeviceData, fits_on_device
 from ibstudy.heads import build_head
 from ibstudy.hsic import nhsic_differentiable
 from ibstudy.local_methods import FFView, ff_loss, ff_predict, sp_loss, sp_predict, sp_projection
@@ -175,12 +177,70 @@ class Trainer:
         self._new_optimizer()
         use_amp = cfg.amp and self.device.type == "cuda"
         self.amp = use_amp
-        self.scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+        # bf16 needs no loss scaling; float16 (GPUs without bf16) does
+        bf16 = use_amp and torch.cuda.is_bf16_supported()
+        self.amp_dtype = torch.bfloat16 if bf16 else torch.float16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=use_amp and not bf16)
+        self._throughput_switches()
+        self.device_data: DeviceData | None = self._device_data()
+        if self.device_data is not None:
+            self.steps_per_epoch = self.device_data.num_batches(cfg.batch_size)
         self.epoch_rows: list[dict[str, Any]] = []
         self.layer_rows: list[dict[str, Any]] = []
         self.epoch = 0
         self.step = 0  # global optimizer step
         self.steps_per_epoch = math.ceil(len(self.train_set) / cfg.batch_size)  # type: ignore[arg-type]
+
+    # ---------------------------------------------------------------- throughput (CUDA)
+    def _throughput_switches(self) -> None:
+        """channels-last memory format and torch.compile, each only where it applies (warnings)."""
+        cfg = self.cfg
+        self.forward_model: nn.Module = self.model
+        self.forward_blocks: list[nn.Module] = list(self.model.blocks)
+        self._compiled = False
+        if cfg.channels_last:
+            if self.device.type == "cuda":
+                self.model.to(memory_format=torch.channels_last)
+            else:
+                warnings.warn("channels_last=True is used on CUDA only; ignored", stacklevel=3)
+        if cfg.compile:
+            if self.device.type != "cuda":
+                warnings.warn(
+                    f"compile=True is used on CUDA only (device {self.device.type!r}); running "
+                    "uncompiled", stacklevel=3,
+                )  # fmt: skip
+                return
+            try:
+                self.forward_model = torch.compile(self.model)
+                self.forward_blocks = [torch.compile(b) for b in self.model.blocks]
+                self._compiled = True
+            except Exception as exc:  # unsupported platform or backend
+                warnings.warn(f"torch.compile failed ({exc}); running uncompiled", stacklevel=3)
+
+    def _uncompile(self, exc: Exception) -> None:
+        """Fall back to the eager model after a compiled forward failed (with a warning)."""
+        warnings.warn(f"torch.compile failed at the first batch ({exc}); running uncompiled",
+                      stacklevel=3)  # fmt: skip
+        self.forward_model, self.forward_blocks = self.model, list(self.model.blocks)
+        self._compiled = False
+
+    def _device_data(self) -> DeviceData | None:
+        """The training set on the device (device_data on, or auto on CUDA when it fits)."""
+        cfg = self.cfg
+        if cfg.device_data == "off" or cfg.local_loss == "supcon":
+            return None
+        if cfg.device_data == "auto" and self.device.type != "cuda":
+            return None
+        try:
+            data = DeviceData(self.train_set, "cpu", augment=cfg.augment)  # measured, then moved
+        except ValueError:
+            if cfg.device_data == "on":
+                raise
+            return None  # a dataset the device path does not know (auto: keep the loader)
+        if cfg.device_data == "auto" and not fits_on_device(data.nbytes, self.device):
+            return None
+        data.to(self.device)
+        return data
 
     # ---------------------------------------------------------------- optimisation
     def _stage_of(self, epoch: int) -> int:
@@ -236,8 +296,10 @@ class Trainer:
         if x.dim() == 5:  # two views (supcon): stack them along the batch
             n_views = 2
             x = torch.cat([x[:, 0], x[:, 1]])
+        if cfg.channels_last and self.device.type == "cuda" and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
         if cfg.method == "e2e":
-            logits = self.model(x)
+            logits = self.forward_model(x)
             return cross_entropy(logits, y), logits
         if cfg.method == "forward_forward":
             return ff_loss(self.model, x, y, self.num_classes)
@@ -246,7 +308,7 @@ class Trainer:
         if cfg.method == "layerwise":
             h = x
             total = x.new_zeros(())
-            for block, head in zip(self.model.blocks, self.heads, strict=True):
+            for block, head in zip(self.forward_blocks, self.heads, strict=True):
                 z = block(h.detach())
                 total = total + self._local_loss(head(z), y, n_views) - self._nhsic_reg(x, h, z)
                 h = z
@@ -294,19 +356,31 @@ class Trainer:
             self.stage = self._stage_of(epoch)
             self._new_optimizer()
         self._set_train_mode()
-        loader = make_loader(self.train_set, cfg.batch_size, seed=cfg.seed, epoch=epoch)
+        if self.device_data is not None:
+            loader: Any = self.device_data.batches(cfg.batch_size, seed=cfg.seed, epoch=epoch)
+        else:
+            loader = make_loader(self.train_set, cfg.batch_size, seed=cfg.seed, epoch=epoch)
         lr = self.optimizer.param_groups[0]["lr"]
         start = time.perf_counter()
         loss_sum, correct, seen = 0.0, 0, 0
         points, record_seconds = self.fraction_steps(epoch), 0.0
         autocast = (
-            torch.autocast(self.device.type, dtype=torch.float16) if self.amp else nullcontext()
+            torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp else nullcontext()
         )
-        bar = progress_bar(loader, desc=f"epoch {epoch}", enabled=self.progress, leave=False)
+        bar = progress_bar(
+            loader, desc=f"epoch {epoch}", enabled=self.progress, leave=False,
+            total=self.steps_per_epoch,
+        )  # fmt: skip
         for batch, (x, y) in enumerate(bar, start=1):
             x, y = x.to(self.device), y.to(self.device)
             with autocast:
-                loss, logits = self._batch_loss(x, y)
+                try:
+                    loss, logits = self._batch_loss(x, y)
+                except Exception as exc:
+                    if not (self._compiled and batch == 1):
+                        raise
+                    self._uncompile(exc)
+                    loss, logits = self._batch_loss(x, y)
             if not torch.isfinite(loss):
                 raise TrainingDiverged(
                     f"loss became {loss.item()} at epoch {epoch}, batch {batch} of run "

@@ -102,7 +102,7 @@ def test_ff_goodness_separates_positive_from_negative_after_a_few_steps(tmp_path
 
     before = gap()
     torch.manual_seed(0)
-    for _ in range(30):
+    for _ in range(60):
         loss, _ = tr._batch_loss(x, y)
         tr.optimizer.zero_grad()
         loss.backward()
@@ -110,38 +110,42 @@ def test_ff_goodness_separates_positive_from_negative_after_a_few_steps(tmp_path
     assert gap() > before + 0.05 and gap() > 0
 
 
-def test_embedding_and_view():
-    x = torch.zeros(2, 1, 32, 32)
-    x[:, 0, 5, 5] = 2.0
-    pos = lm.embed_label(x, torch.tensor([3, 7]), 10)
-    assert pos[0, 0, 0, :10].tolist() == [0, 0, 0, 2.0, 0, 0, 0, 0, 0, 0]
+def test_embedding_patterns():
+    x = torch.zeros(3, 1, 32, 32)
+    pos = lm.embed_label(x, torch.tensor([3, 7, 3]), 10)
+    assert torch.equal(pos[0], pos[2]) and not torch.equal(pos[0], pos[1])
+    assert 0.8 < float(pos.std()) < 1.2  # unit-variance patterns at PATTERN_SCALE 1
     neutral = lm.embed_label(x, None, 10)
-    assert torch.allclose(neutral[:, 0, 0, :10], torch.full((2, 10), 0.2))
-    assert x[:, 0, 0].abs().sum() == 0  # the input is not modified
-    with pytest.raises(ValueError, match="W >= num_classes = 100"):
-        lm.embed_label(x, None, 100)
+    every = torch.stack([lm.embed_label(x[:1], torch.tensor([c]), 10)[0] for c in range(10)])
+    torch.testing.assert_close(neutral[0], every.mean(dim=0))  # every class equally
+    assert x.abs().sum() == 0  # the input is not modified
+    with pytest.raises(ValueError, match="batch of images"):
+        lm.embed_label(torch.zeros(0, 3), None, 10)
 
 
 # ---------------------------------------------------------------- learning and resume
 @pytest.fixture(scope="module")
 def new_runs(tmp_path_factory):
-    """One quick run (2 epochs, 1,000 digits) per new method."""
+    """Forward-Forward and signal propagation at the quick preset (3 epochs, 4,000 digits); the
+    regularized layer-wise run on 1,000 digits for 2 epochs."""
     tmp = tmp_path_factory.mktemp("local")
     out = {}
-    for method, extra in (
-        ("forward_forward", {}),
-        ("signal_propagation", {}),
-        ("layerwise", {"nhsic_reg": "global", "nhsic_lambda": 0.05}),
-    ):
-        cfg = tiny(tmp, method=method, train_size=1000, **extra)
+    for method in ("forward_forward", "signal_propagation"):
+        cfg = TrainConfig.preset(
+            "quick", method=method, device="cpu", results_dir=str(tmp / "runs"), probe_epochs=()
+        )
         out[method] = train(cfg, progress=False)
+    reg = tiny(tmp, method="layerwise", train_size=1000, nhsic_reg="global", nhsic_lambda=0.05)
+    out["layerwise"] = train(reg, progress=False)
     return out
 
 
-@pytest.mark.parametrize("method", ["forward_forward", "signal_propagation"])
-def test_new_methods_beat_chance(new_runs, method):
+@pytest.mark.parametrize("method, floor", [("forward_forward", 0.3), ("signal_propagation", 0.8)])
+def test_new_methods_beat_chance(new_runs, method, floor):
+    """Chance is 0.1 (sd 0.01 on 1,000 test images); measured 0.51 and 0.94 at the quick preset."""
     run = new_runs[method]
-    assert run.epochs["test_acc"].iloc[-1] > 0.5  # chance is 0.1
+    acc = run.epochs["test_acc"]
+    assert acc.iloc[-1] > floor and acc.iloc[-1] > acc.iloc[0]
     layers = run.layers
     assert layers["nhsic_xz"].notna().all() and layers["head_test_acc"].isna().all()
 
@@ -183,8 +187,8 @@ def test_ff_run_is_remeasured_as_it_computes(new_runs):
     from ibstudy.measure import measure
 
     run = new_runs["forward_forward"]
-    again = measure(run, epochs=[2])
-    rec = run.layers[run.layers["epoch"] == 2].reset_index(drop=True)
+    again = measure(run, epochs=[3])
+    rec = run.layers[run.layers["epoch"] == 3].reset_index(drop=True)
     assert again["nhsic_xz"].to_numpy() == pytest.approx(rec["nhsic_xz"].to_numpy(), rel=1e-9)
 
 
@@ -193,12 +197,25 @@ def test_ff_run_is_remeasured_as_it_computes(new_runs):
     "overrides, message",
     [
         ({"method": "e2e", "nhsic_reg": "global"}, "nhsic_reg='global' needs a layer-wise method"),
-        ({"method": "layerwise", "nhsic_reg": "both"}, "nhsic_reg must be one of"),
-        ({"method": "layerwise", "nhsic_reg": "local", "nhsic_lambda": -1.0}, "nhsic_lambda"),
-        ({"method": "layerwise", "nhsic_reg": "local", "nhsic_lambda": math.inf}, "nhsic_lambda"),
+        (
+            {"method": "layerwise", "head": "linear", "nhsic_reg": "both"},
+            "nhsic_reg must be one of",
+        ),
+        (
+            {"method": "layerwise", "head": "linear", "nhsic_reg": "local", "nhsic_lambda": -1.0},
+            "nhsic_lambda",
+        ),
+        (
+            {
+                "method": "layerwise",
+                "head": "linear",
+                "nhsic_reg": "local",
+                "nhsic_lambda": math.inf,
+            },
+            "nhsic_lambda",
+        ),
         ({"method": "forward_forward", "head": "linear"}, "head must be 'none' when method="),
         ({"method": "signal_propagation", "head": "mlp"}, "head must be 'none' when method="),
-        ({"method": "forward_forward", "dataset": "cifar100"}, "cannot hold the 100 classes"),
     ],
 )
 def test_bad_config_before_data(tmp_path, monkeypatch, overrides, message):
