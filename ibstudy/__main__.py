@@ -79,6 +79,10 @@ def add_train_parser(subparsers: Any) -> None:
         "--no-progress", action="store_true",
         help="no progress output (without a terminal, progress is printed as plain lines)",
     )  # fmt: skip
+    parser.add_argument(
+        "--stop-after", type=int, default=None, metavar="E",
+        help="stop after global epoch E (resume later with --resume)",
+    )  # fmt: skip
     _add_field_options(parser, TrainConfig, ())
     parser.set_defaults(func=_train_main)
 
@@ -92,8 +96,9 @@ def _train_main(args: argparse.Namespace) -> int:
     try:
         cfg = TrainConfig.preset(args.preset, **overrides)
         run = train(
-            cfg, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress
-        )
+            cfg, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress,
+            stop_after=args.stop_after,
+        )  # fmt: skip
     except (ValueError, TrainingDiverged, OSError) as exc:  # OSError: missing data, disk full
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -105,6 +110,8 @@ def _train_main(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 130
+    if run is None:  # a torchrun process other than rank 0: rank 0 reports
+        return 0
     last = run.epochs.iloc[-1]
     print(f"run {cfg.run_id()} -> {run.path}: test_acc {last['test_acc']:.4f}")
     return 0

@@ -64,7 +64,7 @@ MEASURE_FIELDS: tuple[str, ...] = ("eval_size", "chunk_size", "sigma", "eps", "f
 #: TrainConfig fields that say where and how a run is stored or executed (not part of the run id)
 _PLACE_FIELDS: tuple[str, ...] = (
     "results_dir", "run_name", "device", "data_root", "download", "channels_last", "compile",
-    "device_data",
+    "device_data", "sync_bn",
 )  # fmt: skip
 #: where the training batches are cut: on the device when it fits (auto), always, or never
 DEVICE_DATA: tuple[str, ...] = ("auto", "on", "off")
@@ -192,6 +192,7 @@ class TrainConfig:
         False  # torch.compile the forward passes (CUDA; warns and runs eagerly elsewhere)
     )
     device_data: str = "auto"  # training set on the device: auto (CUDA, if it fits) | on | off
+    sync_bn: bool = False  # torchrun on CUDA: BatchNorm statistics synchronized over the processes
 
     # -------------------------------------------------------------- construction
     @classmethod
@@ -305,7 +306,7 @@ class TrainConfig:
         check_real("weight_decay", self.weight_decay, minimum=0.0)
         check_real("gamma", self.gamma, minimum=0.0, maximum=1.0, include_minimum=False)
         check_real("momentum", self.momentum, minimum=0.0, maximum=1.0, include_maximum=False)
-        for name in ("augment", "download", "amp", "channels_last", "compile"):
+        for name in ("augment", "download", "amp", "channels_last", "compile", "sync_bn"):
             check_bool(name, getattr(self, name))
         check_choice("device_data", self.device_data, DEVICE_DATA)
         if self.device_data == "on" and self.local_loss == "supcon":

@@ -71,14 +71,23 @@ class PlaneRecorder:
 
     def measure(self, model: nn.Module) -> pd.DataFrame:
         """One row per layer (blocks, then ``logits``): layer, layer_index and the plane columns."""
-        per_chunk = []
+        return self.table(self.measure_chunks(model, range(self.plane.num_chunks)))
+
+    def measure_chunks(self, model: nn.Module, indices: Iterable[int]) -> list[tuple[int, Any]]:
+        """``(i, result)`` for the chunks ``indices`` (a share of the work, e.g. one torchrun rank's)."""
+        out = []
         names = [*model.block_names, "logits"]
         with evaluating(model):
-            for i in range(self.plane.num_chunks):
+            for i in indices:
                 x, _ = self.plane.chunk(i)
                 logits, zs = model(x.to(self.device), return_blocks=True)
                 reps = dict(zip(names, [*zs, logits], strict=True))
-                per_chunk.append(self.plane.measure_chunk(i, reps))
+                out.append((i, self.plane.measure_chunk(i, reps)))
+        return out
+
+    def table(self, results: Iterable[tuple[int, Any]]) -> pd.DataFrame:
+        """The per-layer table from every chunk's ``(i, result)`` (any order)."""
+        per_chunk = [r for _, r in sorted(results, key=lambda item: item[0])]
         table = self.plane.summarize(per_chunk)
         table.insert(1, "layer_index", range(len(table)))
         for col in PLANE_COLUMNS:

@@ -20,7 +20,7 @@ import shutil
 import tempfile
 import time
 import warnings
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,8 @@ from ibstudy.config import MEASURE_FIELDS, METHODS, OPTIMIZERS, PRESETS, TrainCo
 from ibstudy.data import INFO, eval_subset, load_dataset, make_loader
 from ibstudy.device import pick_device, seed_everything
 from ibstudy.device_data import DeviceData, fits_on_device
+from ibstudy.distributed import Dist, all_reduce_grads
+from ibstudy.distributed import setup as setup_distributed
 from ibstudy.heads import build_head
 from ibstudy.hsic import nhsic_differentiable
 from ibstudy.local_methods import FFView, ff_loss, ff_predict, sp_loss, sp_predict, sp_projection
@@ -45,6 +47,7 @@ from ibstudy.probes import probe_blocks
 from ibstudy.progress import progress as progress_bar
 from ibstudy.store import (
     Run,
+    RunLocked,
     atomic_torch_save,
     clean_stale_temps,
     load_checkpoint,
@@ -120,13 +123,19 @@ class Trainer:
         cfg: TrainConfig,
         progress: bool = True,
         data: tuple[Dataset, Dataset] | None = None,
+        dist: Dist | None = None,
     ) -> None:
         """Build data, model, heads, optimizer and recorder; ``data`` = (train, test) replaces the
-        datasets named by the config (benchmarks feed synthetic images this way)."""
+        datasets named by the config (benchmarks feed synthetic images this way); ``dist`` is the
+        torchrun group this process trains in (:mod:`ibstudy.distributed`)."""
         cfg.validate()
         self.cfg = cfg
-        self.progress = progress
+        self.dist = dist
+        self.progress = progress and (dist is None or dist.main)
         self.device = pick_device(cfg.device)
+        if dist is not None and self.device.type == "cuda":
+            self.device = torch.device("cuda", dist.local_rank)
+            torch.cuda.set_device(self.device)
         self.path = cfg.run_dir()
         seed_everything(cfg.seed)
         info = INFO[cfg.dataset]
@@ -170,6 +179,13 @@ class Trainer:
         self.view: nn.Module = self.model
         if cfg.method == "forward_forward":
             self.view = FFView(self.model, info.num_classes)
+        if cfg.sync_bn:
+            if dist is not None and self.device.type == "cuda":
+                self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+            else:
+                warnings.warn(
+                    "sync_bn=True applies to torchrun on CUDA only; ignored", stacklevel=2
+                )
         self.num_blocks = len(self.model.blocks)
         num_params = sum(p.numel() for p in self.model.parameters())
         self.save_epochs = set(weight_epochs(cfg.total_epochs(), num_params, cfg.save_epochs))
@@ -339,6 +355,13 @@ class Trainer:
             for k in range(min(self.stage, self.num_blocks)):
                 self.model.blocks[k].eval()  # frozen blocks keep their BatchNorm statistics
 
+    def _summed(self, loss_sum: float, correct: float, seen: float) -> tuple[float, float, float]:
+        """The epoch's running sums over every torchrun rank (unchanged in one process)."""
+        if self.dist is None:
+            return loss_sum, correct, seen
+        a, b, c = self.dist.sum([loss_sum, correct, seen], self.device)
+        return a, b, c
+
     def fraction_steps(self, epoch: int) -> dict[int, float]:
         """Batches of ``epoch`` after which a sub-epoch point is recorded, mapped to the fractional
         epoch they stand for (``record_fractions`` of the first epoch, each rounded to a batch)."""
@@ -372,6 +395,13 @@ class Trainer:
             total=self.steps_per_epoch,
         )  # fmt: skip
         for batch, (x, y) in enumerate(bar, start=1):
+            weight, counted = 1.0, True
+            if self.dist is not None:  # this rank's slice of the global batch, weighted by its size
+                part = self.dist.shard(y.shape[0])
+                if part.stop == part.start:  # an empty slice still joins the all-reduce (weight 0)
+                    part, counted = slice(0, 1), False
+                weight = (part.stop - part.start) / y.shape[0] if counted else 0.0
+                x, y = x[part], y[part]
             x, y = x.to(self.device), y.to(self.device)
             with autocast:
                 try:
@@ -381,29 +411,40 @@ class Trainer:
                         raise
                     self._uncompile(exc)
                     loss, logits = self._batch_loss(x, y)
-            if not torch.isfinite(loss):
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.dist is None:
+                value = loss.item()
+            else:
+                self.scaler.scale(loss * weight).backward()
+                params = [p for g in self.optimizer.param_groups for p in g["params"]]
+                value = all_reduce_grads([p for p in params if p.grad is not None], loss * weight,
+                                         self.dist)  # fmt: skip
+            if not math.isfinite(value):
                 raise TrainingDiverged(
-                    f"loss became {loss.item()} at epoch {epoch}, batch {batch} of run "
+                    f"loss became {value} at epoch {epoch}, batch {batch} of run "
                     f"{cfg.run_id()!r}; the last good checkpoint (epoch {epoch - 1}) and the metrics "
                     f"written so far are kept in {str(self.path)!r}"
                 )
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
+            if self.dist is None:
+                self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.step += 1
-            loss_sum += loss.item() * y.shape[0]
-            correct += (logits.argmax(1) == y).sum().item()
-            seen += y.shape[0]
+            if counted:
+                loss_sum += loss.item() * y.shape[0]
+                correct += (logits.argmax(1) == y).sum().item()
+                seen += y.shape[0]
             if batch in points:  # a sub-epoch point: running train stats, model as it is now
                 tick = time.perf_counter()
+                ls, cs, ns = self._summed(loss_sum, correct, seen)
                 so_far = {
-                    "train_loss": loss_sum / seen, "train_acc": correct / seen, "lr": lr,
+                    "train_loss": ls / ns, "train_acc": cs / ns, "lr": lr,
                     "seconds": tick - start - record_seconds,
                 }  # fmt: skip
                 self.record(epoch - 1 + points[batch], so_far)
                 record_seconds += time.perf_counter() - tick
         self.scheduler.step()
+        loss_sum, correct, seen = self._summed(loss_sum, correct, seen)
         return {
             "train_loss": loss_sum / seen,
             "train_acc": correct / seen,
@@ -440,7 +481,11 @@ class Trainer:
 
     def measure_plane(self) -> pd.DataFrame:
         """nHSIC(X;Z), nHSIC(Y;Z) (and the floor) of every block and the logits, one row per layer."""
-        return self.recorder.measure(self.view)
+        if self.dist is None:
+            return self.recorder.measure(self.view)
+        mine = range(self.dist.rank, self.recorder.plane.num_chunks, self.dist.world)
+        results = self.dist.gather(self.recorder.measure_chunks(self.view, mine))
+        return self.recorder.table([item for part in results for item in part])
 
     def probe(self) -> pd.DataFrame:
         """Linear probes per block (docs/method.md §9)."""
@@ -462,7 +507,12 @@ class Trainer:
         test_acc, head_acc = self.evaluate()
         self.epoch_rows.append({**base, **stats, "test_acc": test_acc})
         plane = self.measure_plane()
-        probes = self.probe() if epoch in cfg.probe_epochs else None
+        probes = None
+        if epoch in cfg.probe_epochs:  # in torchrun, rank 0 fits the probes and shares them
+            if self.dist is None:
+                probes = self.probe()
+            else:
+                probes = self.dist.broadcast(self.probe() if self.dist.main else None)
         settings = self.recorder.mcfg.columns()
         for row in plane.to_dict("records"):
             index = int(row["layer_index"])
@@ -516,7 +566,16 @@ class Trainer:
         _set_rng_state(state["rng"])
 
     def save(self, complete: bool) -> None:
-        """Write checkpoint, tables and config atomically (each file via temp file + rename)."""
+        """Write checkpoint, tables and config atomically (each file via temp file + rename); under
+        torchrun only rank 0 writes, and every rank waits for it."""
+        if self.dist is not None:
+            if self.dist.main:
+                self._write(complete)
+            self.dist.barrier()
+            return
+        self._write(complete)
+
+    def _write(self, complete: bool) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
         if self.epoch in self.save_epochs:  # model weights first: re-measurement reads them
             atomic_torch_save(self.model.state_dict(), weights_path(self.path, self.epoch))
@@ -604,63 +663,122 @@ def train(
     weights, then ``checkpoint.pt`` (which also holds the tables' rows and the config identity), then
     the tables and ``config.json``, each atomically. A kill at any point therefore leaves a
     checkpoint that is at least as new as the tables, and a resume rewrites the tables from it.
+
+    Under ``torchrun`` (WORLD_SIZE > 1) the processes train the run together
+    (:mod:`ibstudy.distributed`): rank 0 returns the run, the other ranks return None.
     """
     cfg.validate()
     if stop_after is not None:
         check_int("stop_after", stop_after, minimum=0)
+    group = setup_distributed(cfg.identity(), pick_device(cfg.device).type)
+    if group is not None:
+        return _train_distributed(cfg, resume, overwrite, stop_after, progress, group)  # type: ignore[return-value]
     path = _writable_run_dir(cfg)
     with run_lock(path):
-        clean_stale_temps(path)
-        has_meta = (path / "config.json").exists()
-        if overwrite:
-            _clear_run(path)
-            has_meta = False
-        elif has_meta or (path / "checkpoint.pt").exists():
-            if has_meta:
-                stored = TrainConfig.from_dict(read_meta(path)["config"])
-                diffs = _config_differences(cfg, stored)
-                if diffs:
-                    raise ValueError(
-                        f"run folder {str(path)!r} holds a run with a different config ("
-                        + "; ".join(diffs)
-                        + "): choose another run_name, or pass overwrite=True to replace it"
-                    )
-                # the stored run keeps recording with its own estimator settings
-                cfg = dataclasses.replace(cfg, **{f: getattr(stored, f) for f in MEASURE_FIELDS})
-            if not resume:
-                raise ValueError(
-                    f"run folder {str(path)!r} exists: pass resume=True to continue (or reuse) it, "
-                    f"or overwrite=True to start over"
-                )
-            if has_meta:
-                run = Run.load(path)
-                if run.complete:
-                    if run.repaired:  # tables rebuilt from the checkpoint: write them back
-                        write_tables(path, run.epochs, run.layers)
-                    return run
-        state = _checkpoint_for(cfg, path, has_meta) if not overwrite else None
+        cfg, done, state = _prepare(cfg, path, resume, overwrite)
+        if done is not None:
+            return done
         trainer = Trainer(cfg, progress=progress)  # loads the data: may fail, writes nothing
         write_meta(path, cfg, complete=False)  # before any checkpoint: a checkpoint has its config
-        total = cfg.total_epochs()
-        if state is not None:
-            trainer.restore(state)
-            trainer.save(complete=trainer.epoch == total)  # repair: tables from the checkpoint
-        if not trainer.epoch_rows:
-            nan = math.nan
-            trainer.record(0, {"train_loss": nan, "train_acc": nan, "lr": cfg.lr, "seconds": 0.0})
-            trainer.save(complete=total == 0)
-        last = total if stop_after is None else min(total, stop_after)
-        bar = progress_bar(
-            range(trainer.epoch + 1, last + 1), desc=cfg.run_id(), enabled=progress,
-            initial=trainer.epoch, total=total,
-        )  # fmt: skip
-        for epoch in bar:
-            stats = trainer.train_epoch(epoch)
-            trainer.epoch = epoch
-            trainer.record(epoch, stats)
-            trainer.save(complete=epoch == total)
-            bar.set_postfix(test_acc=f"{trainer.epoch_rows[-1]['test_acc']:.3f}")
+        _run_epochs(trainer, state, stop_after, progress)
     return Run.load(path)
+
+
+def _prepare(
+    cfg: TrainConfig, path: Path, resume: bool, overwrite: bool
+) -> tuple[TrainConfig, Run | None, dict[str, Any] | None]:
+    """Under the run folder's lock: (the config to train, the stored complete run to return or
+    None, the checkpoint to resume from or None); ValueError for a folder that cannot be used."""
+    clean_stale_temps(path)
+    has_meta = (path / "config.json").exists()
+    if overwrite:
+        _clear_run(path)
+        return cfg, None, None
+    if has_meta or (path / "checkpoint.pt").exists():
+        if has_meta:
+            stored = TrainConfig.from_dict(read_meta(path)["config"])
+            diffs = _config_differences(cfg, stored)
+            if diffs:
+                raise ValueError(
+                    f"run folder {str(path)!r} holds a run with a different config ("
+                    + "; ".join(diffs)
+                    + "): choose another run_name, or pass overwrite=True to replace it"
+                )
+            # the stored run keeps recording with its own estimator settings
+            cfg = dataclasses.replace(cfg, **{f: getattr(stored, f) for f in MEASURE_FIELDS})
+        if not resume:
+            raise ValueError(
+                f"run folder {str(path)!r} exists: pass resume=True to continue (or reuse) it, "
+                f"or overwrite=True to start over"
+            )
+        if has_meta:
+            run = Run.load(path)
+            if run.complete:
+                if run.repaired:  # tables rebuilt from the checkpoint: write them back
+                    write_tables(path, run.epochs, run.layers)
+                return cfg, run, None
+    return cfg, None, _checkpoint_for(cfg, path, has_meta)
+
+
+def _run_epochs(
+    trainer: Trainer, state: dict[str, Any] | None, stop_after: int | None, progress: bool
+) -> None:
+    """Restore ``state`` (if any), record epoch 0 when new, then train and record every epoch."""
+    cfg = trainer.cfg
+    total = cfg.total_epochs()
+    if state is not None:
+        trainer.restore(state)
+        trainer.save(complete=trainer.epoch == total)  # repair: tables from the checkpoint
+    if not trainer.epoch_rows:
+        nan = math.nan
+        trainer.record(0, {"train_loss": nan, "train_acc": nan, "lr": cfg.lr, "seconds": 0.0})
+        trainer.save(complete=total == 0)
+    last = total if stop_after is None else min(total, stop_after)
+    bar = progress_bar(
+        range(trainer.epoch + 1, last + 1), desc=cfg.run_id(), enabled=trainer.progress,
+        initial=trainer.epoch, total=total,
+    )  # fmt: skip
+    for epoch in bar:
+        stats = trainer.train_epoch(epoch)
+        trainer.epoch = epoch
+        trainer.record(epoch, stats)
+        trainer.save(complete=epoch == total)
+        bar.set_postfix(test_acc=f"{trainer.epoch_rows[-1]['test_acc']:.3f}")
+
+
+def _train_distributed(
+    cfg: TrainConfig,
+    resume: bool,
+    overwrite: bool,
+    stop_after: int | None,
+    progress: bool,
+    group: Dist,
+) -> Run | None:
+    """:func:`train` under torchrun: rank 0 holds the lock and decides (reuse, resume, refuse), every
+    rank trains its share; returns the run on rank 0 and None on the other ranks."""
+    with ExitStack() as stack:
+        decision: tuple[str, Any, Any] = ("train", None, None)
+        if group.main:
+            try:
+                path = _writable_run_dir(cfg)
+                stack.enter_context(run_lock(path))
+                cfg, done, state = _prepare(cfg, path, resume, overwrite)
+                decision = ("done", None, None) if done is not None else ("train", cfg, state)
+            except ValueError as exc:  # RunLocked included: every rank fails with rank 0's message
+                decision = ("error", type(exc).__name__, str(exc))
+        decision = group.broadcast(decision)
+        kind, first, second = decision
+        if kind == "error":
+            raise (RunLocked if first == "RunLocked" else ValueError)(second)
+        if kind == "done":
+            return Run.load(cfg.run_dir()) if group.main else None
+        cfg, state = first, second
+        trainer = Trainer(cfg, progress=progress, dist=group)
+        if group.main:
+            write_meta(cfg.run_dir(), cfg, complete=False)
+        group.barrier()
+        _run_epochs(trainer, state, stop_after, progress)
+    return Run.load(cfg.run_dir()) if group.main else None
 
 
 __all__ = [

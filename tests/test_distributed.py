@@ -1,0 +1,115 @@
+"""torchrun on the CPU (gloo): two processes train one run like one process does (issue 13)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch.multiprocessing as mp
+
+from ibstudy.store import Run, run_lock
+from ibstudy.training import TrainConfig, train
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = dict(
+    train_size=500, eval_size=256, chunk_size=128, probe_size=256, probe_steps=10, epochs=2,
+    batch_size=64, device="cpu",
+)  # fmt: skip
+
+
+def _options(results: Path, **extra) -> list[str]:
+    opts = {**TINY, **extra}
+    out = ["--preset", "quick", "--no-progress", "--results-dir", str(results), "--run-name", "r"]
+    for key, value in opts.items():
+        out += [f"--{key.replace('_', '-')}", str(value)]
+    return out
+
+
+def torchrun(args: list[str], nproc: int = 2) -> subprocess.CompletedProcess:
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+        "-m", "ibstudy", "train", *args,
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
+
+
+def _same_tables(a: Run, b: Run) -> None:
+    cols = ["epoch", "step", "train_loss", "train_acc", "test_acc"]
+    pd.testing.assert_frame_equal(a.epochs[cols], b.epochs[cols], rtol=1e-4, check_dtype=False)
+    lay = ["epoch", "layer", "nhsic_xz", "nhsic_yz", "floor_xz", "probe_test_acc"]
+    pd.testing.assert_frame_equal(a.layers[lay], b.layers[lay], rtol=1e-4, check_dtype=False)
+
+
+@pytest.mark.parametrize("method", ["e2e", "layerwise"])
+def test_two_processes_equal_one(tmp_path, method):
+    extra = {} if method == "e2e" else {"method": "layerwise", "head": "linear"}
+    one = train(
+        TrainConfig.preset("quick", results_dir=str(tmp_path / "one"), run_name="r", **TINY,
+                           **extra),
+        progress=False,
+    )  # fmt: skip
+    done = torchrun(_options(tmp_path / "two", **extra))
+    assert done.returncode == 0, done.stderr[-2000:]
+    two = Run.load(tmp_path / "two" / "r")
+    assert two.complete
+    _same_tables(one, two)
+    # rank 0 alone wrote: one line of output, no temp files, one weights file per epoch
+    assert done.stdout.count("test_acc") == 1
+    folder = tmp_path / "two" / "r"
+    assert not list(folder.glob(".*.tmp")) and len(list((folder / "weights").glob("*.pt"))) == 3
+
+
+def test_interrupted_two_process_run_resumes_to_the_same_numbers(tmp_path):
+    full = torchrun(_options(tmp_path / "a"))
+    assert full.returncode == 0, full.stderr[-2000:]
+    part = torchrun([*_options(tmp_path / "b"), "--stop-after", "1"])
+    assert part.returncode == 0, part.stderr[-2000:]
+    assert not Run.load(tmp_path / "b" / "r").complete
+    resumed = torchrun([*_options(tmp_path / "b"), "--resume"])
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    _same_tables(Run.load(tmp_path / "a" / "r"), Run.load(tmp_path / "b" / "r"))
+
+
+def test_run_folder_held_by_another_process(tmp_path):
+    folder = tmp_path / "runs" / "r"
+    with run_lock(folder):
+        done = torchrun(_options(tmp_path / "runs"))
+    assert done.returncode != 0  # each process exits 2; torchrun reports the failure as 1
+    assert done.stderr.count("is being written by another process") >= 2  # every rank says why
+    assert sorted(p.name for p in folder.iterdir()) == [".lock"]  # nothing written
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _disagree(rank: int, port: int, out: str) -> None:
+    """One rank of a 2-process group whose rank 1 was given another learning rate."""
+    from ibstudy.distributed import setup
+
+    os.environ.update(
+        RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )  # fmt: skip
+    cfg = TrainConfig(lr=1e-3 if rank == 0 else 2e-3)
+    try:
+        setup(cfg.identity(), "cpu")
+        message = "no error"
+    except ValueError as exc:
+        message = str(exc)
+    Path(out, f"rank{rank}.txt").write_text(message)
+
+
+def test_processes_that_disagree_on_the_config_fail_naming_the_field(tmp_path):
+    mp.spawn(_disagree, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
+    for rank in (0, 1):
+        text = (tmp_path / f"rank{rank}.txt").read_text()
+        assert "rank 1 has a different 'lr' than rank 0" in text
