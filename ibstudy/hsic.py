@@ -45,7 +45,9 @@ __all__ = [
     "nhsic",
     "nhsic_approx",
     "nhsic_cka",
+    "gaussian_operator",
     "nhsic_differentiable",
+    "nhsic_with_operator",
     "nocco_operator",
 ]
 
@@ -427,18 +429,38 @@ def nhsic_differentiable(
     _check_positive("eps", eps)
     if kernel_b == "gaussian_median":
         raise ValueError("kernel_b must be 'gaussian' or 'linear' for the differentiable nHSIC")
-    m = a.shape[0]
-    c = eps * m
-    eye = torch.eye(m, dtype=torch.float64, device=a.device)
-
-    def operator(g: Tensor) -> Tensor:
-        g = g.to(torch.float64)
-        g = g - g.mean(dim=1, keepdim=True) - g.mean(dim=0, keepdim=True) + g.mean()
-        chol = torch.linalg.cholesky(g + c * eye)
-        return eye - c * torch.cholesky_inverse(chol)
-
     gb = _gaussian_differentiable(b, sigma) if kernel_b == "gaussian" else linear(b).to(a.device)
-    return (operator(_gaussian_differentiable(a, sigma)) * operator(gb)).sum()
+    return nhsic_with_operator(a, _differentiable_operator(gb, eps), sigma=sigma, eps=eps)
+
+
+def _differentiable_operator(g: Tensor, eps: float) -> Tensor:
+    """``R = I - eps m (HGH + eps m I)^-1`` of a Gram matrix, in float64, built so autograd works."""
+    m = g.shape[0]
+    c = eps * m
+    eye = torch.eye(m, dtype=torch.float64, device=g.device)
+    g = g.to(torch.float64)
+    g = g - g.mean(dim=1, keepdim=True) - g.mean(dim=0, keepdim=True) + g.mean()
+    return eye - c * torch.cholesky_inverse(torch.linalg.cholesky(g + c * eye))
+
+
+def gaussian_operator(x: Tensor, sigma: float = 5.0, eps: float = 1e-5) -> Tensor:
+    """The NOCCO operator R of ``x`` under the Gaussian kernel, float64, without a gradient: the
+    fixed side of :func:`nhsic_with_operator` (compute it once per batch, reuse it per block)."""
+    _check_tensor("x", x, min_samples=MIN_SAMPLES)
+    _check_positive("sigma", sigma)
+    _check_positive("eps", eps)
+    with torch.no_grad():
+        return _operator(x.detach(), "gaussian", sigma, eps)
+
+
+def nhsic_with_operator(a: Tensor, r_b: Tensor, *, sigma: float = 5.0, eps: float = 1e-5) -> Tensor:
+    """``tr(R_a R_b)`` with a gradient with respect to ``a`` (Gaussian kernel) against a given
+    operator ``r_b`` (e.g. :func:`gaussian_operator` of the network input)."""
+    _check_tensor("a", a, min_samples=MIN_SAMPLES)
+    if r_b.shape != (a.shape[0], a.shape[0]):
+        raise ValueError(f"r_b must be ({a.shape[0]}, {a.shape[0]}), got {tuple(r_b.shape)}")
+    r_a = _differentiable_operator(_gaussian_differentiable(a, sigma), eps)
+    return (r_a * r_b.to(device=r_a.device, dtype=torch.float64)).sum()
 
 
 def nhsic_cka(

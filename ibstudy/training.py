@@ -38,7 +38,7 @@ from ibstudy.device_data import DeviceData, fits_on_device
 from ibstudy.distributed import Dist, all_reduce_grads
 from ibstudy.distributed import setup as setup_distributed
 from ibstudy.heads import build_head
-from ibstudy.hsic import nhsic_differentiable
+from ibstudy.hsic import gaussian_operator, nhsic_with_operator
 from ibstudy.local_methods import FFView, ff_loss, ff_predict, sp_loss, sp_predict, sp_projection
 from ibstudy.losses import cross_entropy, similarity_matching_loss, supcon_loss
 from ibstudy.measure import PlaneRecorder, evaluating
@@ -205,6 +205,7 @@ class Trainer:
         self.layer_rows: list[dict[str, Any]] = []
         self.epoch = 0
         self.step = 0  # global optimizer step
+        self._input_operator: tuple[Tensor, Tensor] | None = None  # (batch, its NOCCO operator)
         self.steps_per_epoch = math.ceil(len(self.train_set) / cfg.batch_size)  # type: ignore[arg-type]
 
     # ---------------------------------------------------------------- throughput (CUDA)
@@ -301,8 +302,13 @@ class Trainer:
         cfg = self.cfg
         if cfg.nhsic_reg == "none":
             return z.new_zeros(())
-        other = x if cfg.nhsic_reg == "global" else block_input.detach()
-        value = nhsic_differentiable(z, other, sigma=cfg.sigma, eps=cfg.eps)
+        if cfg.nhsic_reg == "global":  # the input's operator: once per batch, shared by the blocks
+            if self._input_operator is None or self._input_operator[0] is not x:
+                self._input_operator = (x, gaussian_operator(x, cfg.sigma, cfg.eps))
+            r_other = self._input_operator[1]
+        else:
+            r_other = gaussian_operator(block_input, cfg.sigma, cfg.eps)
+        value = nhsic_with_operator(z, r_other, sigma=cfg.sigma, eps=cfg.eps)
         return cfg.nhsic_lambda * value.to(z.dtype)
 
     def _batch_loss(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from ibstudy import local_methods as lm
-from ibstudy.hsic import nhsic, nhsic_differentiable
+from ibstudy.hsic import gaussian_operator, nhsic, nhsic_differentiable, nhsic_with_operator
 from ibstudy.training import TrainConfig, Trainer, train
 
 
@@ -39,6 +39,22 @@ def test_differentiable_nhsic_equals_nhsic_and_matches_finite_differences():
     assert torch.autograd.gradcheck(
         lambda t: nhsic_differentiable(t, b, sigma=1.0, eps=1e-2), (a,), eps=1e-6, atol=1e-5
     )
+
+
+def test_nhsic_against_a_fixed_operator_equals_nhsic():
+    gen = torch.Generator().manual_seed(1)
+    a = torch.randn(16, 2, 3, generator=gen, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(16, 7, generator=gen, dtype=torch.float64)
+    r_b = gaussian_operator(b, sigma=2.0, eps=1e-3)
+    value = nhsic_with_operator(a, r_b, sigma=2.0, eps=1e-3)
+    assert float(value.detach()) == pytest.approx(
+        nhsic(a.detach(), b, sigma=2.0, eps=1e-3), rel=1e-10
+    )
+    (grad,) = torch.autograd.grad(value, a)
+    (ref,) = torch.autograd.grad(nhsic_differentiable(a, b, sigma=2.0, eps=1e-3), a)
+    torch.testing.assert_close(grad, ref)
+    with pytest.raises(ValueError, match=r"r_b must be \(16, 16\)"):
+        nhsic_with_operator(a, r_b[:8, :8])
 
 
 def test_differentiable_nhsic_bad_input():
