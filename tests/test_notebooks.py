@@ -78,8 +78,8 @@ def test_every_notebook_executes_and_writes(study):
     assert robust["estimator"].nunique() == 4 and len(robust) == 20
     # notebook 07 re-measured notebook 02's runs: it trained nothing new
     runs = {p.name for p in (study / "runs").iterdir()}
-    # 02: e2e, linear; 03: mlp; 08: nine more variants (its e2e and linear-head runs are 02's)
-    assert sum(name.startswith("lenet5-") for name in runs) == 3 + 9
+    # 02: e2e, linear; 03: mlp; 08: its eleven variants (trained without probes: none is 02's)
+    assert sum(name.startswith("lenet5-") for name in runs) == 3 + 11
 
 
 def test_bad_parameter_value_reports_library_error(tmp_path):
