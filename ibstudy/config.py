@@ -31,6 +31,7 @@ __all__ = [
     "ESTIMATORS",
     "MEASURE_FIELDS",
     "HEADLESS_METHODS",
+    "LAYERWISE_METHODS",
     "METHODS",
     "NHSIC_REGS",
     "MeasureConfig",
@@ -45,6 +46,8 @@ __all__ = [
 METHODS: tuple[str, ...] = (
     "e2e", "layerwise", "layerwise_sequential", "forward_forward", "signal_propagation",
 )  # fmt: skip
+#: the methods that train blocks through auxiliary heads (and may add the nHSIC regularizer)
+LAYERWISE_METHODS: tuple[str, ...] = ("layerwise", "layerwise_sequential")
 #: methods without auxiliary heads (head must be "none"): their local objective is their own
 HEADLESS_METHODS: tuple[str, ...] = ("e2e", "forward_forward", "signal_propagation")
 #: the layer-wise nHSIC regularizer: off, against the network input, or against the block's input
@@ -280,7 +283,7 @@ class TrainConfig:
         else:
             check_choice("head", self.head, HEADS)
         check_choice("nhsic_reg", self.nhsic_reg, NHSIC_REGS)
-        if self.nhsic_reg != "none" and self.method not in ("layerwise", "layerwise_sequential"):
+        if self.nhsic_reg != "none" and self.method not in LAYERWISE_METHODS:
             raise ValueError(
                 f"nhsic_reg={self.nhsic_reg!r} needs a layer-wise method ('layerwise' or "
                 f"'layerwise_sequential'), got method={self.method!r}; use nhsic_reg='none'"

@@ -48,6 +48,7 @@ __all__ = [
     "gaussian_operator",
     "nhsic_differentiable",
     "nhsic_with_operator",
+    "nhsic_with_operators",
     "nocco_operator",
 ]
 
@@ -434,12 +435,13 @@ def nhsic_differentiable(
 
 
 def _differentiable_operator(g: Tensor, eps: float) -> Tensor:
-    """``R = I - eps m (HGH + eps m I)^-1`` of a Gram matrix, in float64, built so autograd works."""
-    m = g.shape[0]
+    """``R = I - eps m (HGH + eps m I)^-1`` of a Gram matrix (or a stack of them, (K, m, m)), in
+    float64, built so autograd works."""
+    m = g.shape[-1]
     c = eps * m
     eye = torch.eye(m, dtype=torch.float64, device=g.device)
     g = g.to(torch.float64)
-    g = g - g.mean(dim=1, keepdim=True) - g.mean(dim=0, keepdim=True) + g.mean()
+    g = g - g.mean(dim=-1, keepdim=True) - g.mean(dim=-2, keepdim=True) + g.mean((-2, -1), True)
     return eye - c * torch.cholesky_inverse(torch.linalg.cholesky(g + c * eye))
 
 
@@ -456,11 +458,33 @@ def gaussian_operator(x: Tensor, sigma: float = 5.0, eps: float = 1e-5) -> Tenso
 def nhsic_with_operator(a: Tensor, r_b: Tensor, *, sigma: float = 5.0, eps: float = 1e-5) -> Tensor:
     """``tr(R_a R_b)`` with a gradient with respect to ``a`` (Gaussian kernel) against a given
     operator ``r_b`` (e.g. :func:`gaussian_operator` of the network input)."""
-    _check_tensor("a", a, min_samples=MIN_SAMPLES)
-    if r_b.shape != (a.shape[0], a.shape[0]):
-        raise ValueError(f"r_b must be ({a.shape[0]}, {a.shape[0]}), got {tuple(r_b.shape)}")
-    r_a = _differentiable_operator(_gaussian_differentiable(a, sigma), eps)
-    return (r_a * r_b.to(device=r_a.device, dtype=torch.float64)).sum()
+    return nhsic_with_operators([a], r_b, sigma=sigma, eps=eps)[0]
+
+
+def nhsic_with_operators(
+    zs: Sequence[Tensor], r_b: Tensor, *, sigma: float = 5.0, eps: float = 1e-5
+) -> Tensor:
+    """:func:`nhsic_with_operator` for several representations of the same samples at once (one
+    batched factorization): a tensor (K,) for the K entries of ``zs``; ``r_b`` is one operator
+    (m, m) shared by all, or one per entry (K, m, m)."""
+    if not zs:
+        raise ValueError("zs must hold at least one representation")
+    m = zs[0].shape[0]
+    for z in zs:
+        _check_tensor("zs entries", z, min_samples=MIN_SAMPLES)
+        if z.shape[0] != m:
+            raise ValueError(
+                f"zs entries must share their number of samples, got {z.shape[0]} != {m}"
+            )
+    if (
+        r_b.shape[-2:] != (m, m)
+        or r_b.dim() not in (2, 3)
+        or (r_b.dim() == 3 and len(r_b) != len(zs))
+    ):
+        raise ValueError(f"r_b must be ({m}, {m}) or ({len(zs)}, {m}, {m}), got {tuple(r_b.shape)}")
+    grams = torch.stack([_gaussian_differentiable(z, sigma).to(torch.float64) for z in zs])
+    r_a = _differentiable_operator(grams, eps)
+    return (r_a * r_b.to(device=r_a.device, dtype=torch.float64)).sum(dim=(-2, -1))
 
 
 def nhsic_cka(

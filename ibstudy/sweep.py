@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import itertools
+import os
 import shlex
 import sys
 from collections.abc import Iterable, Mapping, Sequence
@@ -34,6 +35,7 @@ __all__ = [
     "command_for",
     "expand_grid",
     "parse_grid",
+    "run_side_by_side",
     "run_sweep",
     "sweep_configs",
 ]
@@ -238,6 +240,37 @@ def run_sweep(configs: Sequence[TrainConfig], *, progress: bool = True) -> list[
     return runs
 
 
+def run_side_by_side(commands: Sequence[str], gpus: Sequence[str]) -> int:
+    """Run the ``train`` commands as processes, one per GPU in ``gpus`` at a time (each sees only
+    its GPU through CUDA_VISIBLE_DEVICES; the next command starts when one finishes). Each process's
+    output goes to this one's; returns how many commands failed."""
+    import subprocess
+    import time
+
+    queue = list(enumerate(commands, start=1))
+    running: dict[str, tuple[int, subprocess.Popen]] = {}
+    failed = 0
+    while queue or running:
+        for gpu in [g for g in gpus if g not in running]:
+            if not queue:
+                break
+            i, command = queue.pop(0)
+            words = shlex.split(command)
+            words[0] = sys.executable  # "python" of the printed command: this interpreter
+            print(f"sweep [{i}/{len(commands)}] on GPU {gpu}: {command}", flush=True)
+            env = {**os.environ, "CUDA_VISIBLE_DEVICES": gpu}
+            running[gpu] = (i, subprocess.Popen(words, env=env))
+        for gpu, (i, proc) in list(running.items()):
+            if proc.poll() is not None:
+                if proc.returncode != 0:
+                    failed += 1
+                    print(f"sweep: command {i} failed (exit {proc.returncode})", file=sys.stderr)
+                del running[gpu]
+        time.sleep(0.2)
+    print(f"sweep: {len(commands) - failed} of {len(commands)} run(s) finished", flush=True)
+    return failed
+
+
 # ------------------------------------------------------------------------------------------------
 # Command line
 # ------------------------------------------------------------------------------------------------
@@ -315,6 +348,10 @@ def add_sweep_parser(subparsers: Any) -> None:
         "--no-progress", action="store_true",
         help="no progress output (without a terminal, progress is printed as plain lines)",
     )  # fmt: skip
+    parser.add_argument(
+        "--gpus", default=None, metavar="ID,ID,...",
+        help="run side by side, one run per listed GPU at a time (e.g. 0,1,2,3)",
+    )  # fmt: skip
     for name in _FIELDS:
         metavar, text = _field_help(name)
         parser.add_argument(
@@ -341,6 +378,13 @@ def _sweep_main(args: argparse.Namespace) -> int:
             command_for(cfg, args.preset, always=given, progress=not args.no_progress)
             for cfg in configs
         ]
+        gpus = None
+        if args.gpus is not None:
+            gpus = [g.strip() for g in args.gpus.split(",") if g.strip()]
+            if not gpus or len(set(gpus)) != len(gpus):
+                raise ValueError(
+                    f"--gpus must list distinct GPU ids such as 0,1, got {args.gpus!r}"
+                )
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -348,6 +392,8 @@ def _sweep_main(args: argparse.Namespace) -> int:
         print("\n".join(commands))
         return 0
     try:
+        if gpus is not None:
+            return 0 if run_side_by_side(commands, gpus) == 0 else 1
         runs = run_sweep(configs, progress=not args.no_progress)
     except KeyboardInterrupt:
         print(

@@ -31,14 +31,22 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset, Subset
 
 from ibstudy.checks import check_int
-from ibstudy.config import MEASURE_FIELDS, METHODS, OPTIMIZERS, PRESETS, TrainConfig, weight_epochs
+from ibstudy.config import (
+    LAYERWISE_METHODS,
+    MEASURE_FIELDS,
+    METHODS,
+    OPTIMIZERS,
+    PRESETS,
+    TrainConfig,
+    weight_epochs,
+)
 from ibstudy.data import INFO, eval_subset, load_dataset, make_loader
 from ibstudy.device import pick_device, seed_everything
 from ibstudy.device_data import DeviceData, fits_on_device
 from ibstudy.distributed import Dist, all_reduce_grads
 from ibstudy.distributed import setup as setup_distributed
 from ibstudy.heads import build_head
-from ibstudy.hsic import gaussian_operator, nhsic_with_operator
+from ibstudy.hsic import gaussian_operator, nhsic_with_operators
 from ibstudy.local_methods import FFView, ff_loss, ff_predict, sp_loss, sp_predict, sp_projection
 from ibstudy.losses import cross_entropy, similarity_matching_loss, supcon_loss
 from ibstudy.measure import PlaneRecorder, evaluating
@@ -59,8 +67,6 @@ from ibstudy.store import (
 )
 from ibstudy.tables import EPOCH_COLUMNS, LAYER_COLUMNS, PLANE_COLUMNS
 
-#: the methods that train blocks through auxiliary heads (and may add the nHSIC regularizer)
-LAYERWISE: tuple[str, ...] = ("layerwise", "layerwise_sequential")
 SUPCON_DIM = (
     128  # [ours] projection size of the auxiliary heads under the supervised contrastive loss
 )
@@ -167,7 +173,7 @@ class Trainer:
         ).to(self.device)
         self.layer_names = [*self.model.block_names, "logits"]
         self.heads = nn.ModuleList()
-        if cfg.method in LAYERWISE:
+        if cfg.method in LAYERWISE_METHODS:
             out_dim = SUPCON_DIM if cfg.local_loss == "supcon" else info.num_classes
             shapes = self.model.block_output_shapes(info.in_channels, info.image_size)
             self.heads = nn.ModuleList(build_head(cfg.head, s, out_dim) for s in shapes)
@@ -205,7 +211,6 @@ class Trainer:
         self.layer_rows: list[dict[str, Any]] = []
         self.epoch = 0
         self.step = 0  # global optimizer step
-        self._input_operator: tuple[Tensor, Tensor] | None = None  # (batch, its NOCCO operator)
         self.steps_per_epoch = math.ceil(len(self.train_set) / cfg.batch_size)  # type: ignore[arg-type]
 
     # ---------------------------------------------------------------- throughput (CUDA)
@@ -296,20 +301,19 @@ class Trainer:
             return supcon_loss(head_out[:b], head_out[b:], y)
         return similarity_matching_loss(head_out, y.repeat(n_views), self.num_classes)
 
-    def _nhsic_reg(self, x: Tensor, block_input: Tensor, z: Tensor) -> Tensor:
-        """lambda x nHSIC(Z; X) (``global``) or nHSIC(Z; block input) (``local``) on the batch, with
-        the plane's kernel (sigma * sqrt(d), eps); 0 without the regularizer (docs/method.md §7)."""
+    def _nhsic_reg(self, x: Tensor, inputs: list[Tensor], zs: list[Tensor]) -> Tensor:
+        """lambda x the sum over the blocks of nHSIC(Z_k; X) (``global``) or nHSIC(Z_k; the block's
+        input) (``local``) on the batch, with the plane's kernel (sigma * sqrt(d), eps), all blocks in
+        one batched factorization; 0 without the regularizer (docs/method.md §7)."""
         cfg = self.cfg
         if cfg.nhsic_reg == "none":
-            return z.new_zeros(())
-        if cfg.nhsic_reg == "global":  # the input's operator: once per batch, shared by the blocks
-            if self._input_operator is None or self._input_operator[0] is not x:
-                self._input_operator = (x, gaussian_operator(x, cfg.sigma, cfg.eps))
-            r_other = self._input_operator[1]
+            return zs[0].new_zeros(())
+        if cfg.nhsic_reg == "global":  # the input's operator, shared by the blocks
+            r_other = gaussian_operator(x, cfg.sigma, cfg.eps)
         else:
-            r_other = gaussian_operator(block_input, cfg.sigma, cfg.eps)
-        value = nhsic_with_operator(z, r_other, sigma=cfg.sigma, eps=cfg.eps)
-        return cfg.nhsic_lambda * value.to(z.dtype)
+            r_other = torch.stack([gaussian_operator(h, cfg.sigma, cfg.eps) for h in inputs])
+        values = nhsic_with_operators(zs, r_other, sigma=cfg.sigma, eps=cfg.eps)
+        return cfg.nhsic_lambda * values.sum().to(zs[0].dtype)
 
     def _batch_loss(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         """The objective of one batch and the logits the accuracy is read from."""
@@ -330,10 +334,14 @@ class Trainer:
         if cfg.method == "layerwise":
             h = x
             total = x.new_zeros(())
+            inputs, zs = [], []
             for block, head in zip(self.forward_blocks, self.heads, strict=True):
                 z = block(h.detach())
-                total = total + self._local_loss(head(z), y, n_views) - self._nhsic_reg(x, h, z)
+                total = total + self._local_loss(head(z), y, n_views)
+                inputs.append(h)
+                zs.append(z)
                 h = z
+            total = total - self._nhsic_reg(x, inputs, zs)
             logits = self.model.classifier(h.detach())
             total = total + cross_entropy(logits, y.repeat(n_views))
             return total, logits[: y.shape[0]]
@@ -345,7 +353,7 @@ class Trainer:
                 h = self.model.blocks[k](h)
         if s < self.num_blocks:
             z = self.model.blocks[s](h)
-            loss = self._local_loss(self.heads[s](z), y, n_views) - self._nhsic_reg(x, h, z)
+            loss = self._local_loss(self.heads[s](z), y, n_views) - self._nhsic_reg(x, [h], [z])
             with torch.no_grad():
                 for k in range(s + 1, self.num_blocks):
                     z = self.model.blocks[k](z)
@@ -478,10 +486,10 @@ class Trainer:
                 logits, zs = self.model(x, return_blocks=True)
                 correct += (self.predict(x, logits) == y).sum().item()
                 seen += y.shape[0]
-                if self.cfg.method in LAYERWISE and self.cfg.local_loss == "cross_entropy":
+                if self.cfg.method in LAYERWISE_METHODS and self.cfg.local_loss == "cross_entropy":
                     for k, (z, head) in enumerate(zip(zs, self.heads, strict=True)):
                         head_correct[k] += (head(z).argmax(1) == y).sum().item()
-        has_heads = self.cfg.method in LAYERWISE and self.cfg.local_loss == "cross_entropy"
+        has_heads = self.cfg.method in LAYERWISE_METHODS and self.cfg.local_loss == "cross_entropy"
         heads = [c / seen if has_heads else math.nan for c in head_correct]
         return correct / seen, heads
 

@@ -10,7 +10,13 @@ import pytest
 import torch
 
 from ibstudy import local_methods as lm
-from ibstudy.hsic import gaussian_operator, nhsic, nhsic_differentiable, nhsic_with_operator
+from ibstudy.hsic import (
+    gaussian_operator,
+    nhsic,
+    nhsic_differentiable,
+    nhsic_with_operator,
+    nhsic_with_operators,
+)
 from ibstudy.training import TrainConfig, Trainer, train
 
 
@@ -55,6 +61,20 @@ def test_nhsic_against_a_fixed_operator_equals_nhsic():
     torch.testing.assert_close(grad, ref)
     with pytest.raises(ValueError, match=r"r_b must be \(16, 16\)"):
         nhsic_with_operator(a, r_b[:8, :8])
+
+
+def test_batched_operators_equal_one_at_a_time():
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(12, 4, generator=gen, dtype=torch.float64)
+    zs = [torch.randn(12, d, generator=gen, dtype=torch.float64) for d in (3, 8, 5)]
+    r_x = gaussian_operator(x, sigma=1.5, eps=1e-3)
+    shared = nhsic_with_operators(zs, r_x, sigma=1.5, eps=1e-3)
+    own = nhsic_with_operators(zs, torch.stack([r_x, r_x, r_x]), sigma=1.5, eps=1e-3)
+    ref = [nhsic(z, x, sigma=1.5, eps=1e-3) for z in zs]
+    assert shared.tolist() == pytest.approx(ref, rel=1e-10)
+    assert own.tolist() == pytest.approx(ref, rel=1e-10)
+    with pytest.raises(ValueError, match="r_b must be"):
+        nhsic_with_operators(zs, torch.stack([r_x, r_x]))
 
 
 def test_differentiable_nhsic_bad_input():

@@ -272,3 +272,15 @@ def test_locked_run_is_reported_and_the_others_run(capsys, tmp_path):
     assert not (e2e.run_dir() / "checkpoint.pt").exists()
     assert Run.load(layerwise.run_dir()).complete
     assert f"trained  {layerwise.run_id()}" in out
+
+
+def test_side_by_side_one_run_per_gpu(capfd, tmp_path):
+    """--gpus runs the grid as processes, one per listed GPU id at a time (CUDA_VISIBLE_DEVICES);
+    on this CPU machine the processes train on the CPU, which checks the scheduling."""
+    argv = ["--method", "e2e,layerwise", *TINY, "--results-dir", str(tmp_path), "--no-progress"]
+    assert sweep([*argv, "--gpus", "0,1"]) == 0
+    out = capfd.readouterr().out
+    assert "on GPU 0:" in out and "on GPU 1:" in out and "2 of 2 run(s) finished" in out
+    for cfg in tiny_configs(tmp_path):
+        assert Run.load(cfg.run_dir()).complete
+    assert sweep([*argv, "--gpus", "0,0"]) == 2  # duplicate ids: bad input, nothing runs
