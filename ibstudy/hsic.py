@@ -37,6 +37,7 @@ __all__ = [
     "KERNELS",
     "InfoPlane",
     "center",
+    "differentiable_operators",
     "gaussian",
     "gaussian_median",
     "gram",
@@ -482,9 +483,18 @@ def nhsic_with_operators(
         or (r_b.dim() == 3 and len(r_b) != len(zs))
     ):
         raise ValueError(f"r_b must be ({m}, {m}) or ({len(zs)}, {m}, {m}), got {tuple(r_b.shape)}")
-    grams = torch.stack([_gaussian_differentiable(z, sigma).to(torch.float64) for z in zs])
-    r_a = _differentiable_operator(grams, eps)
+    r_a = differentiable_operators(zs, sigma=sigma, eps=eps)
     return (r_a * r_b.to(device=r_a.device, dtype=torch.float64)).sum(dim=(-2, -1))
+
+
+def differentiable_operators(
+    zs: Sequence[Tensor], *, sigma: float = 5.0, eps: float = 1e-5
+) -> Tensor:
+    """The NOCCO operators (K, m, m) of K representations of the same m samples under the Gaussian
+    kernel, float64 after the Gram, with a gradient to every entry of ``zs`` (one batched
+    factorization)."""
+    grams = torch.stack([_gaussian_differentiable(z, sigma).to(torch.float64) for z in zs])
+    return _differentiable_operator(grams, eps)
 
 
 def nhsic_cka(

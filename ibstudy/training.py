@@ -46,7 +46,7 @@ from ibstudy.device_data import DeviceData, fits_on_device
 from ibstudy.distributed import Dist, all_reduce_grads
 from ibstudy.distributed import setup as setup_distributed
 from ibstudy.heads import build_head
-from ibstudy.hsic import gaussian_operator, nhsic_with_operators
+from ibstudy.hsic import differentiable_operators, gaussian_operator
 from ibstudy.local_methods import FFView, ff_loss, ff_predict, sp_loss, sp_predict, sp_projection
 from ibstudy.losses import cross_entropy, similarity_matching_loss, supcon_loss
 from ibstudy.measure import PlaneRecorder, evaluating
@@ -304,15 +304,18 @@ class Trainer:
     def _nhsic_reg(self, x: Tensor, inputs: list[Tensor], zs: list[Tensor]) -> Tensor:
         """lambda x the sum over the blocks of nHSIC(Z_k; X) (``global``) or nHSIC(Z_k; the block's
         input) (``local``) on the batch, with the plane's kernel (sigma * sqrt(d), eps), all blocks in
-        one batched factorization; 0 without the regularizer (docs/method.md §7)."""
+        one batched factorization; 0 without the regularizer (docs/method.md §7). ``inputs[k]`` is
+        block k's input and, for k >= 1, ``zs[k - 1]`` (so its operator is reused)."""
         cfg = self.cfg
         if cfg.nhsic_reg == "none":
             return zs[0].new_zeros(())
-        if cfg.nhsic_reg == "global":  # the input's operator, shared by the blocks
+        r_z = differentiable_operators(zs, sigma=cfg.sigma, eps=cfg.eps)
+        if cfg.nhsic_reg == "global":  # the network input's operator, shared by the blocks
             r_other = gaussian_operator(x, cfg.sigma, cfg.eps)
-        else:
-            r_other = torch.stack([gaussian_operator(h, cfg.sigma, cfg.eps) for h in inputs])
-        values = nhsic_with_operators(zs, r_other, sigma=cfg.sigma, eps=cfg.eps)
+        else:  # block k's input is block k-1's output: its operator is already in r_z
+            first = gaussian_operator(inputs[0], cfg.sigma, cfg.eps).to(r_z.dtype)
+            r_other = torch.cat([first[None], r_z[:-1].detach()])
+        values = (r_z * r_other.to(r_z.dtype)).sum(dim=(-2, -1))
         return cfg.nhsic_lambda * values.sum().to(zs[0].dtype)
 
     def _batch_loss(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:

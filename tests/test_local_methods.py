@@ -85,6 +85,28 @@ def test_differentiable_nhsic_bad_input():
         nhsic_differentiable(a, a, eps=0.0)
 
 
+@pytest.mark.parametrize("reg", ["global", "local"])
+def test_regularizer_value_is_lambda_times_the_blocks_nhsic(tmp_path, reg):
+    tr = Trainer(
+        tiny(tmp_path, method="layerwise", nhsic_reg=reg, nhsic_lambda=0.5), progress=False
+    )
+    x, _ = tr.plane.chunk(0)
+    x = x[:32]
+    inputs, zs, h = [], [], x
+    with torch.no_grad():
+        for block in tr.model.blocks:
+            z = block(h)
+            inputs.append(h)
+            zs.append(z)
+            h = z
+        value = float(tr._nhsic_reg(x, inputs, zs))
+    other = [x] * len(zs) if reg == "global" else inputs
+    ref = sum(
+        nhsic(z, o, sigma=tr.cfg.sigma, eps=tr.cfg.eps) for z, o in zip(zs, other, strict=True)
+    )
+    assert value == pytest.approx(0.5 * ref, rel=1e-5)
+
+
 # ---------------------------------------------------------------- no gradient between blocks
 def _block_grads(trainer: Trainer, loss: torch.Tensor, block: int) -> list[torch.Tensor]:
     trainer.model.zero_grad()
