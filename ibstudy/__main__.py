@@ -88,6 +88,7 @@ def add_train_parser(subparsers: Any) -> None:
 
 
 def _train_main(args: argparse.Namespace) -> int:
+    from ibstudy.distributed import shutdown
     from ibstudy.training import TrainingDiverged, train
 
     names = [f.name for f in dataclasses.fields(TrainConfig)]
@@ -100,9 +101,11 @@ def _train_main(args: argparse.Namespace) -> int:
             stop_after=args.stop_after,
         )  # fmt: skip
     except (ValueError, TrainingDiverged, OSError) as exc:  # OSError: missing data, disk full
+        shutdown()
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        shutdown()
         where = f" {cfg.run_id()!r} in {str(cfg.run_dir())!r}" if cfg is not None else ""
         print(
             f"interrupted: run{where} keeps every completed epoch; continue it with the same "
@@ -110,6 +113,7 @@ def _train_main(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 130
+    shutdown()  # leave the torchrun group, if any, before exiting
     if run is None:  # a torchrun process other than rank 0: rank 0 reports
         return 0
     last = run.epochs.iloc[-1]

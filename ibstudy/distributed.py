@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 from torch import distributed as dist
 
-__all__ = ["Dist", "all_reduce_grads", "current", "setup"]
+__all__ = ["Dist", "all_reduce_grads", "current", "setup", "shutdown"]
 
 
 @dataclass(frozen=True)
@@ -99,6 +99,12 @@ def setup(identity: dict[str, Any], device_type: str) -> Dist | None:
             f"the same options"
         )
     return info
+
+
+def shutdown() -> None:
+    """Leave the process group (if joined): a process that exits inside one aborts (gloo)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def all_reduce_grads(params: list[torch.nn.Parameter], loss: Tensor, info: Dist) -> float:

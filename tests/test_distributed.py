@@ -93,7 +93,7 @@ def _free_port() -> int:
 
 def _disagree(rank: int, port: int, out: str) -> None:
     """One rank of a 2-process group whose rank 1 was given another learning rate."""
-    from ibstudy.distributed import setup
+    from ibstudy.distributed import setup, shutdown
 
     os.environ.update(
         RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
@@ -105,6 +105,8 @@ def _disagree(rank: int, port: int, out: str) -> None:
         message = "no error"
     except ValueError as exc:
         message = str(exc)
+    finally:
+        shutdown()
     Path(out, f"rank{rank}.txt").write_text(message)
 
 
