@@ -26,22 +26,22 @@ def _parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
-def _parse_ints(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(t) for t in text.split(",") if t.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers such as 5,10, got {text!r}"
-        ) from None
+def _comma_list(cast: type, what: str, example: str) -> Any:
+    """An argparse type: comma-separated values of ``cast`` (e.g. int, float) as a tuple."""
+
+    def parse(text: str) -> tuple:
+        try:
+            return tuple(cast(t) for t in text.split(",") if t.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected comma-separated {what} such as {example}, got {text!r}"
+            ) from None
+
+    return parse
 
 
-def _parse_floats(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(t) for t in text.split(",") if t.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated numbers such as 0.125,0.5, got {text!r}"
-        ) from None
+_parse_ints = _comma_list(int, "integers", "5,10")
+_parse_floats = _comma_list(float, "numbers", "0.125,0.5")
 
 
 def _add_field_options(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...]) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import itertools
 import os
 import shlex
@@ -77,12 +78,8 @@ def expand_grid(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
     return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*grid.values())]
 
 
-def _parse_tuple(text: str) -> tuple[int, ...]:
-    return () if text.lower() == "none" else tuple(int(t) for t in text.split("+"))
-
-
-def _parse_float_tuple(text: str) -> tuple[float, ...]:
-    return () if text.lower() == "none" else tuple(float(t) for t in text.split("+"))
+def _parse_tuple(text: str, cast: type = int) -> tuple:
+    return () if text.lower() == "none" else tuple(cast(t) for t in text.split("+"))
 
 
 def _parse_optional_int(text: str) -> int | None:
@@ -100,7 +97,7 @@ def _parse_value(name: str, text: str) -> Any:
         kind, parse = "true or false", _parse_bool
     elif name == "record_fractions":
         kind = "numbers joined by '+' such as 0.25+0.5, or none for the empty tuple"
-        parse = _parse_float_tuple
+        parse = functools.partial(_parse_tuple, cast=float)
     elif isinstance(default, tuple):
         kind = "integers joined by '+' such as 20+30, or none for the empty tuple"
         parse = _parse_tuple

@@ -8,6 +8,7 @@ import math
 import pandas as pd
 import pytest
 import torch
+from test_training import assert_same_metrics
 
 from ibstudy import local_methods as lm
 from ibstudy.hsic import (
@@ -232,13 +233,7 @@ def test_resume_gives_identical_metrics(tmp_path, method, extra):
     cfg = tiny(tmp_path / "b", method=method, **extra)
     train(cfg, stop_after=1, progress=False)
     resumed = train(cfg, resume=True, progress=False)
-    drop = ["seconds", "run"]
-    pd.testing.assert_frame_equal(
-        full.epochs.drop(columns=drop), resumed.epochs.drop(columns=drop), check_exact=True
-    )
-    pd.testing.assert_frame_equal(
-        full.layers.drop(columns=["run"]), resumed.layers.drop(columns=["run"]), check_exact=True
-    )
+    assert_same_metrics(full, resumed)
 
 
 def test_ff_run_is_remeasured_as_it_computes(new_runs):

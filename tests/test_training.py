@@ -24,6 +24,17 @@ def tiny(tmp_path, **overrides) -> TrainConfig:
     return TrainConfig.preset("quick", **base)
 
 
+def assert_same_metrics(full, resumed) -> None:
+    """Two runs' tables are identical, apart from run ids and wall-clock seconds."""
+    drop = ["seconds", "run"]
+    pd.testing.assert_frame_equal(
+        full.epochs.drop(columns=drop), resumed.epochs.drop(columns=drop), check_exact=True
+    )
+    pd.testing.assert_frame_equal(
+        full.layers.drop(columns=["run"]), resumed.layers.drop(columns=["run"]), check_exact=True
+    )
+
+
 # ---------------------------------------------------------------- gradients
 def _grads(module: torch.nn.Module) -> list[torch.Tensor]:
     return [p.grad.clone() for p in module.parameters()]
@@ -161,13 +172,7 @@ def test_resume_equals_uninterrupted(tmp_path, method):
     assert not partial.complete and partial.epochs["epoch"].tolist() == [0, 1]
     resumed = train(cfg, resume=True, progress=False)
     assert resumed.complete
-    drop = ["seconds", "run"]
-    pd.testing.assert_frame_equal(
-        full.epochs.drop(columns=drop), resumed.epochs.drop(columns=drop), check_exact=True
-    )
-    pd.testing.assert_frame_equal(
-        full.layers.drop(columns=["run"]), resumed.layers.drop(columns=["run"]), check_exact=True
-    )
+    assert_same_metrics(full, resumed)
 
 
 def test_fractional_record_points_in_order_with_steps(tmp_path):
