@@ -5,7 +5,8 @@ global batch (the CPU loader's, cut by the same seeded order) is split into N co
 process computes the gradient of its slice, and the gradients are all-reduced (summed, weighted by
 slice size) before every optimizer step, so the update is the one of the whole batch; E2E,
 layer-wise, sequential and the other methods alike. The per-epoch plane is measured chunk by chunk,
-the chunks split over the processes and gathered. Only rank 0 writes files and holds the run
+the chunks split over the processes and gathered; the test batches are dealt out the same way and
+their counts summed. Only rank 0 writes files and holds the run
 folder's lock; the others follow its decisions (resume, reuse, refuse). The backend is ``nccl`` on
 GPUs and ``gloo`` on CPUs (so the whole path is tested on a CPU). Several nodes work through
 torchrun's rendezvous (``--nnodes``, ``--rdzv-endpoint``). BatchNorm statistics are per process

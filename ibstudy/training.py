@@ -205,8 +205,6 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=use_amp and not bf16)
         self._throughput_switches()
         self.device_data: DeviceData | None = self._device_data()
-        if self.device_data is not None:
-            self.steps_per_epoch = self.device_data.num_batches(cfg.batch_size)
         self.epoch_rows: list[dict[str, Any]] = []
         self.layer_rows: list[dict[str, Any]] = []
         self.epoch = 0
@@ -480,21 +478,34 @@ class Trainer:
         return logits.argmax(1)
 
     def evaluate(self) -> tuple[float, list[float]]:
-        """Test accuracy of the classifier and of every auxiliary head (NaN without one)."""
+        """Test accuracy of the classifier and of every auxiliary head (NaN without one); under
+        torchrun each rank scores every world-th test batch and the counts are summed."""
+        has_heads = self.cfg.method in LAYERWISE_METHODS and self.cfg.local_loss == "cross_entropy"
+        counts = self.test_counts()
+        seen = counts[-1]
+        heads = [c / seen if has_heads else math.nan for c in counts[1:-1]]
+        return counts[0] / seen, heads
+
+    def test_counts(self) -> list[float]:
+        """[classifier correct, each head's correct, images seen] on the test set, summed over the
+        torchrun ranks (each scores its share of the batches; one process scores them all)."""
+        has_heads = self.cfg.method in LAYERWISE_METHODS and self.cfg.local_loss == "cross_entropy"
         correct, head_correct, seen = 0, [0] * self.num_blocks, 0
         loader = make_loader(self.test_set, 256, shuffle=False)
+        rank, world = (0, 1) if self.dist is None else (self.dist.rank, self.dist.world)
         with evaluating(self.model, self.heads):
-            for x, y in loader:
+            for index, (x, y) in enumerate(loader):
+                if index % world != rank:
+                    continue
                 x, y = x.to(self.device), y.to(self.device)
                 logits, zs = self.model(x, return_blocks=True)
                 correct += (self.predict(x, logits) == y).sum().item()
                 seen += y.shape[0]
-                if self.cfg.method in LAYERWISE_METHODS and self.cfg.local_loss == "cross_entropy":
+                if has_heads:
                     for k, (z, head) in enumerate(zip(zs, self.heads, strict=True)):
                         head_correct[k] += (head(z).argmax(1) == y).sum().item()
-        has_heads = self.cfg.method in LAYERWISE_METHODS and self.cfg.local_loss == "cross_entropy"
-        heads = [c / seen if has_heads else math.nan for c in head_correct]
-        return correct / seen, heads
+        counts = [float(correct), *map(float, head_correct), float(seen)]
+        return counts if self.dist is None else self.dist.sum(counts, self.device)
 
     def measure_plane(self) -> pd.DataFrame:
         """nHSIC(X;Z), nHSIC(Y;Z) (and the floor) of every block and the logits, one row per layer."""

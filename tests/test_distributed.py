@@ -13,7 +13,7 @@ import pytest
 import torch.multiprocessing as mp
 
 from ibstudy.store import Run, run_lock
-from ibstudy.training import TrainConfig, train
+from ibstudy.training import TrainConfig, Trainer, train
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = dict(
@@ -46,12 +46,19 @@ def _same_tables(a: Run, b: Run) -> None:
     pd.testing.assert_frame_equal(a.layers[lay], b.layers[lay], rtol=1e-4, check_dtype=False)
 
 
-@pytest.mark.parametrize("method", ["e2e", "layerwise"])
+EXTRA = {
+    "e2e": {},
+    "layerwise": {"method": "layerwise", "head": "linear"},
+    "layerwise_sequential": {"method": "layerwise_sequential", "head": "linear", "epochs": 1},
+}
+
+
+@pytest.mark.parametrize("method", list(EXTRA))
 def test_two_processes_equal_one(tmp_path, method):
-    extra = {} if method == "e2e" else {"method": "layerwise", "head": "linear"}
+    extra = EXTRA[method]
     one = train(
-        TrainConfig.preset("quick", results_dir=str(tmp_path / "one"), run_name="r", **TINY,
-                           **extra),
+        TrainConfig.preset("quick", results_dir=str(tmp_path / "one"), run_name="r",
+                           **{**TINY, **extra}),
         progress=False,
     )  # fmt: skip
     done = torchrun(_options(tmp_path / "two", **extra))
@@ -62,7 +69,8 @@ def test_two_processes_equal_one(tmp_path, method):
     # rank 0 alone wrote: one line of output, no temp files, one weights file per epoch
     assert done.stdout.count("test_acc") == 1
     folder = tmp_path / "two" / "r"
-    assert not list(folder.glob(".*.tmp")) and len(list((folder / "weights").glob("*.pt"))) == 3
+    saved = len(list((folder / "weights").glob("*.pt")))
+    assert not list(folder.glob(".*.tmp")) and saved == len(one.epochs[one.epochs.epoch % 1 == 0])
 
 
 def test_interrupted_two_process_run_resumes_to_the_same_numbers(tmp_path):
@@ -115,3 +123,55 @@ def test_processes_that_disagree_on_the_config_fail_naming_the_field(tmp_path):
     for rank in (0, 1):
         text = (tmp_path / f"rank{rank}.txt").read_text()
         assert "rank 1 has a different 'lr' than rank 0" in text
+
+
+def _counts(rank: int, port: int, out: str, cfg: TrainConfig) -> None:
+    """One rank's share of the test set, summed over a 2-process group."""
+    from ibstudy.distributed import setup, shutdown
+    from ibstudy.training import Trainer
+
+    os.environ.update(
+        RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )  # fmt: skip
+    try:
+        info = setup(cfg.identity(), "cpu")
+        counts = Trainer(cfg, progress=False, dist=info).test_counts()
+    finally:
+        shutdown()
+    Path(out, f"rank{rank}.txt").write_text(",".join(map(str, counts)))
+
+
+def test_ranks_split_the_test_set_and_count_each_image_once(tmp_path):
+    cfg = TrainConfig.preset("quick", results_dir=str(tmp_path), run_name="r", method="layerwise",
+                             head="linear", **TINY)  # fmt: skip
+    single = Trainer(cfg, progress=False).test_counts()  # untrained: same weights on every rank
+    mp.spawn(_counts, args=(_free_port(), str(tmp_path), cfg), nprocs=2, join=True)
+    for rank in (0, 1):
+        counts = [float(v) for v in (tmp_path / f"rank{rank}.txt").read_text().split(",")]
+        assert counts == single  # classifier and every head, each image counted once
+    assert single[-1] == len(Trainer(cfg, progress=False).test_set)
+
+
+def test_two_nodes_through_the_rendezvous_equal_one_process(tmp_path):
+    """Two torchrun agents (the 'nodes', one process each) meet at a c10d rendezvous on localhost,
+    as several machines would, and train the run of one process."""
+    one = train(TrainConfig.preset("quick", results_dir=str(tmp_path / "one"), run_name="r", **TINY),
+                progress=False)  # fmt: skip
+    endpoint = f"127.0.0.1:{_free_port()}"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    rdzv = ["--rdzv-backend", "c10d", "--rdzv-endpoint", endpoint, "--rdzv-id", "ibstudy-test"]
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1"]
+    train_args = ["-m", "ibstudy", "train", *_options(tmp_path / "two")]
+    pipes = dict(stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+    nodes = [
+        subprocess.Popen(
+            [*launch, *rdzv, f"--rdzv-conf=is_host={int(node == 0)}", *train_args], **pipes
+        )
+        for node in (0, 1)
+    ]
+    outputs = [node.communicate(timeout=600) for node in nodes]
+    for node, (_, err) in zip(nodes, outputs, strict=True):
+        assert node.returncode == 0, err[-2000:]
+    assert sum(out.count("test_acc") for out, _ in outputs) == 1  # one node's rank 0 reports
+    _same_tables(one, Run.load(tmp_path / "two" / "r"))
