@@ -7,7 +7,7 @@ STAMP := $(VENV)/.ibstudy-stamp
 # the CPU study scale; `make study PRESET=quick` for a 4-minute smoke run
 PRESET ?= study
 
-.PHONY: setup study test test-all lint lab bench clean
+.PHONY: setup study test test-all lint lab bench bench-gpu clean
 
 setup: $(STAMP)
 
@@ -37,6 +37,9 @@ lab: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/bench_hsic.py
 	$(PY) benchmarks/bench_training.py
+
+bench-gpu: $(STAMP)
+	PYTHON=$(PY) bash benchmarks/gpu_check.sh
 
 clean:
 	rm -rf results .pytest_cache .ruff_cache

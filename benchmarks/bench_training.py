@@ -16,9 +16,15 @@ LeNet5 on synthetic CIFAR-shaped images (10,000 by default):
 6. an epoch of Forward-Forward, signal propagation and layer-wise training with the nHSIC regularizer
    (global, local) as a ratio to an E2E epoch on the same model and data (targets: FF and signal
    propagation within 4x, the regularizer within 2x).
-With ``--device cuda`` (or auto on a GPU machine) it also times a ResNet18 epoch with and without amp.
+7. throughput (on CUDA, or ``--only throughput``): ResNet18 and ResNet50 on CIFAR-shaped images held
+   on the device, E2E and layer-wise, under four settings (fp32; bf16 autocast; bf16 + channels-last;
+   bf16 + channels-last + torch.compile): images/s, the speed-up over fp32, and the per-epoch plane
+   analysis as a fraction of the epoch; from these, the projected GPU-hours of one 400-epoch CIFAR
+   run (50,000 images, the analysis every epoch). Off CUDA the switches warn and are ignored, so the
+   section runs (the test suite smoke-tests it that way) but its numbers say nothing about a GPU.
 
     python benchmarks/bench_training.py [--n 10000] [--device auto] [--repeats 3]
+    python benchmarks/bench_training.py --device cuda --only throughput --n 20000 --repeats 2
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import copy
 import statistics
 import tempfile
 import time
+import warnings
 
 import torch
 from torch.utils.data import TensorDataset
@@ -178,56 +185,147 @@ def methods_section(data, device: torch.device, repeats: int, tmp: str) -> None:
         print(f"  {k:<50} {med[k] / med['E2E']:>7.3f}  {targets.get(k, '<= 2')}")
 
 
+THROUGHPUT_VARIANTS: dict[str, dict[str, bool]] = {
+    "fp32": {},
+    "bf16": {"amp": True},
+    "bf16+cl": {"amp": True, "channels_last": True},
+    "bf16+cl+compile": {"amp": True, "channels_last": True, "compile": True},
+}
+PAPER_EPOCH_IMAGES, PAPER_EPOCHS = 50_000, 400  # CIFAR-10/100 training set, the paper's schedule
+
+
+def throughput_section(
+    device: torch.device,
+    n: int,
+    repeats: int,
+    tmp: str,
+    models: tuple[str, ...] = ("resnet18", "resnet50"),
+    methods: tuple[str, ...] = ("e2e", "layerwise"),
+    variants: tuple[str, ...] = tuple(THROUGHPUT_VARIANTS),
+    width: float = 1.0,
+) -> list[dict]:
+    """Section 7: images/s of each model x method x throughput setting on device-held CIFAR-shaped
+    data, the plane analysis per epoch as a fraction of the epoch, and the projected hours of one
+    paper-length run; returns the rows it prints."""
+    unknown = sorted(set(variants) - set(THROUGHPUT_VARIANTS))
+    if unknown:
+        raise ValueError(f"variants must be among {list(THROUGHPUT_VARIANTS)}, got {unknown}")
+    data = (synthetic(n, 0), synthetic(1024, 1))
+    rows: list[dict] = []
+    if device.type != "cuda":
+        print("\n(not CUDA: the settings are ignored, so the rows differ by noise alone)")
+    print(f"\nThroughput on {device} ({n:,} CIFAR-shaped images held on the device, batch 128, "
+          f"width {width}, median of {repeats} epochs after a warm-up epoch)")  # fmt: skip
+    print(f"  {'model':<9} {'method':<10} {'setting':<16} {'epoch s':>8} {'images/s':>10} "
+          f"{'x fp32':>7} {'analysis':>9} {'400-ep h':>9}  compiled")  # fmt: skip
+    for model in models:
+        for method in methods:
+            base = None
+            for variant in variants:
+                switches = dict(THROUGHPUT_VARIANTS[variant])
+                if device.type != "cuda":  # amp is refused off CUDA; the others warn, run eagerly
+                    switches.pop("amp", None)
+                with warnings.catch_warnings():
+                    if device.type != "cuda":
+                        warnings.simplefilter("ignore")
+                    tr = make_trainer(model, method, data, str(device), tmp, width=width,
+                                      device_data="on", **switches)  # fmt: skip
+                tr.train_epoch(1)  # warm-up (compilation, cuDNN autotuning, allocator)
+                t_epoch = statistics.median(
+                    [
+                        timed(lambda r=r, tr=tr: tr.train_epoch(r + 2), device)
+                        for r in range(repeats)
+                    ]
+                )
+                t_plane = statistics.median(
+                    [timed(tr.measure_plane, device) for _ in range(max(1, repeats))]
+                )
+                ips = n / t_epoch
+                base = ips if base is None else base
+                paper_epoch = PAPER_EPOCH_IMAGES / ips + t_plane
+                row = {
+                    "model": model, "method": method, "setting": variant, "epoch_s": t_epoch,
+                    "images_per_s": ips, "speedup": ips / base, "analysis_fraction": t_plane / t_epoch,
+                    "paper_run_hours": PAPER_EPOCHS * paper_epoch / 3600, "compiled": tr._compiled,
+                    "amp_dtype": str(tr.amp_dtype).removeprefix("torch.") if tr.amp else "float32",
+                }  # fmt: skip
+                rows.append(row)
+                print(f"  {model:<9} {method:<10} {variant:<16} {t_epoch:>8.2f} {ips:>10,.0f} "
+                      f"{ips / base:>7.2f} {t_plane / t_epoch:>9.3f} "
+                      f"{row['paper_run_hours']:>9.2f}  {tr._compiled}")  # fmt: skip
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+    print("  analysis = the per-epoch plane (every block and the logits, 1,024 eval images, floor) "
+          "/ the epoch; 400-ep h = 400 x (50,000 images at this rate + the analysis), one GPU")  # fmt: skip
+    return rows
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(t for t in text.split(",") if t)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=10_000, help="synthetic training images")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--repeats", type=int, default=3, help="epochs timed per variant (median)")
+    parser.add_argument(
+        "--only",
+        choices=["all", "throughput"],
+        default="all",
+        help="throughput: section 7 alone (it runs by default on CUDA only)",
+    )
+    parser.add_argument("--models", type=_names, default=("resnet18", "resnet50"))
+    parser.add_argument("--methods", type=_names, default=("e2e", "layerwise"))
+    parser.add_argument(
+        "--variants",
+        type=_names,
+        default=tuple(THROUGHPUT_VARIANTS),
+        help=f"comma list of {list(THROUGHPUT_VARIANTS)}",
+    )
+    parser.add_argument("--width", type=float, default=1.0, help="ResNet width multiplier")
     args = parser.parse_args()
     device = pick_device(args.device)
     torch.set_num_threads(torch.get_num_threads())
-    data = (synthetic(args.n, 0), synthetic(1024, 1))
     print(f"device: {device}  threads: {torch.get_num_threads()}  images: {args.n}")
     with tempfile.TemporaryDirectory() as tmp:
-        e2e = make_trainer("lenet5", "e2e", data, str(device), tmp)
-        lw = make_trainer("lenet5", "layerwise", data, str(device), tmp)
-        e2e.train_epoch(1)  # warm-up
-        lw.train_epoch(1)
-        t_hand, t_e2e, t_lw, t_an = [], [], [], []
-        for r in range(args.repeats):  # interleaved so drift hits every variant alike
-            t_hand.append(hand_loop(e2e, r + 2))
-            t_e2e.append(timed(lambda r=r: e2e.train_epoch(r + 2), device))
-            t_lw.append(timed(lambda r=r: lw.train_epoch(r + 2), device))
-            t_an.append(timed(e2e.measure_plane, device))
-        med = statistics.median
-        rows = [
-            ("E2E epoch (Trainer) / hand-written loop", med(t_e2e) / med(t_hand), "<= 1.10"),
-            ("layer-wise epoch / E2E epoch", med(t_lw) / med(t_e2e), "<= 1.60"),
-            ("analysis (5 layers, N=1024, floor) / E2E epoch", med(t_an) / med(t_e2e), "<= 0.25"),
-        ]
-        print(f"\nLeNet5, {args.n} images, batch 128 (median of {args.repeats} epochs)")
-        print(
-            f"  hand loop {med(t_hand):.2f} s | E2E {med(t_e2e):.2f} s | layer-wise {med(t_lw):.2f} s"
-            f" | analysis {med(t_an):.2f} s"
-        )
-        print(f"  {'ratio':<50} {'value':>7}  target")
-        for name, value, target in rows:
-            print(f"  {name:<50} {value:>7.3f}  {target}")
-        remeasure_section(device, args.repeats, tmp)
-        study_record_section(device, args.repeats, tmp)
-        methods_section(data, device, args.repeats, tmp)
-        if device.type == "cuda":
-            print("\nResNet18 on the GPU (images/s)")
-            for amp in (False, True):
-                tr = make_trainer("resnet18", "e2e", data, str(device), tmp, amp=amp)
-                tr.train_epoch(1)
-                t = med(
-                    [
-                        timed(lambda r=r, tr=tr: tr.train_epoch(r + 2), device)
-                        for r in range(args.repeats)
-                    ]
-                )
-                print(f"  amp={amp!s:<5}  epoch {t:.2f} s  {args.n / t:,.0f} images/s")
+        if args.only == "all":
+            overhead_sections(args.n, device, args.repeats, tmp)
+        if args.only == "throughput" or device.type == "cuda":
+            throughput_section(device, args.n, args.repeats, tmp, args.models, args.methods,
+                               args.variants, args.width)  # fmt: skip
+
+
+def overhead_sections(n: int, device: torch.device, repeats: int, tmp: str) -> None:
+    """Sections 1-6 (LeNet5 and mnist5k: the loop's overhead, the analysis, the other methods)."""
+    data = (synthetic(n, 0), synthetic(1024, 1))
+    e2e = make_trainer("lenet5", "e2e", data, str(device), tmp)
+    lw = make_trainer("lenet5", "layerwise", data, str(device), tmp)
+    e2e.train_epoch(1)  # warm-up
+    lw.train_epoch(1)
+    t_hand, t_e2e, t_lw, t_an = [], [], [], []
+    for r in range(repeats):  # interleaved so drift hits every variant alike
+        t_hand.append(hand_loop(e2e, r + 2))
+        t_e2e.append(timed(lambda r=r: e2e.train_epoch(r + 2), device))
+        t_lw.append(timed(lambda r=r: lw.train_epoch(r + 2), device))
+        t_an.append(timed(e2e.measure_plane, device))
+    med = statistics.median
+    rows = [
+        ("E2E epoch (Trainer) / hand-written loop", med(t_e2e) / med(t_hand), "<= 1.10"),
+        ("layer-wise epoch / E2E epoch", med(t_lw) / med(t_e2e), "<= 1.60"),
+        ("analysis (5 layers, N=1024, floor) / E2E epoch", med(t_an) / med(t_e2e), "<= 0.25"),
+    ]
+    print(f"\nLeNet5, {n} images, batch 128 (median of {repeats} epochs)")
+    print(
+        f"  hand loop {med(t_hand):.2f} s | E2E {med(t_e2e):.2f} s | layer-wise {med(t_lw):.2f} s"
+        f" | analysis {med(t_an):.2f} s"
+    )
+    print(f"  {'ratio':<50} {'value':>7}  target")
+    for name, value, target in rows:
+        print(f"  {name:<50} {value:>7.3f}  {target}")
+    remeasure_section(device, repeats, tmp)
+    study_record_section(device, repeats, tmp)
+    methods_section(data, device, repeats, tmp)
 
 
 if __name__ == "__main__":
