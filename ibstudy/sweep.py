@@ -26,12 +26,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from ibstudy.checks import check_choice
-from ibstudy.config import PRESETS, TrainConfig
+from ibstudy.config import LAYERWISE_METHODS, PRESETS, TrainConfig
 
 if TYPE_CHECKING:
     from ibstudy.store import Run
 
 __all__ = [
+    "LAYERWISE_ONLY",
     "add_sweep_parser",
     "command_for",
     "expand_grid",
@@ -131,11 +132,23 @@ def parse_grid(pairs: Iterable[tuple[str, str]] | Mapping[str, str]) -> dict[str
     return grid
 
 
+LAYERWISE_ONLY: dict[str, Any] = {
+    "head": "none",
+    "local_loss": "cross_entropy",
+    "nhsic_reg": "none",
+}
+
+
 def sweep_configs(
     preset: str, grid: Mapping[str, Sequence[Any]], **fixed: Any
 ) -> list[TrainConfig]:
     """Every grid point as a validated ``TrainConfig.preset(preset, **fixed, **point)``, in grid
-    order; ValueError naming the grid point for a bad combination, or two points of one run folder."""
+    order; ValueError naming the grid point for a bad combination, or two points of one run folder.
+
+    When the method axis mixes layer-wise and other methods (E2E, Forward-Forward, signal
+    propagation), the layer-wise-only settings (``LAYERWISE_ONLY``: head, local loss, nHSIC
+    regularizer) apply to the layer-wise points alone: the others take the neutral value, and the
+    points that thereby become one run are trained once (so E2E + layer-wise x heads is one grid)."""
     check_choice("preset", preset, PRESETS)
     for name in fixed:
         if name not in _FIELDS:
@@ -145,14 +158,25 @@ def sweep_configs(
         raise ValueError(f"field(s) {both} are both fixed and in the sweep grid; give them once")
     configs: list[TrainConfig] = []
     seen: dict[Any, dict[str, Any]] = {}
+    methods = list(grid.get("method", []))
+    mixed = any(m in LAYERWISE_METHODS for m in methods) and any(
+        m not in LAYERWISE_METHODS for m in methods
+    )
     for point in expand_grid(grid):
+        settings, collapsed = {**fixed, **point}, False
+        if mixed and settings["method"] not in LAYERWISE_METHODS:
+            for name, neutral in LAYERWISE_ONLY.items():  # not this method's: one neutral run
+                if name in settings and settings[name] != neutral:
+                    settings[name], collapsed = neutral, True
         try:
-            cfg = TrainConfig.preset(preset, **fixed, **point)
+            cfg = TrainConfig.preset(preset, **settings)
         except ValueError as exc:
             raise ValueError(
                 f"grid point {_describe(point)}: {exc}" if point else str(exc)
             ) from None
         folder = cfg.run_dir()
+        if folder in seen and collapsed:
+            continue  # e.g. E2E under a head axis: trained once
         if folder in seen:
             raise ValueError(
                 f"grid points {_describe(seen[folder])} and {_describe(point)} are the same run "
@@ -371,6 +395,12 @@ def _sweep_main(args: argparse.Namespace) -> int:
         grid = {name: values for name, values in given.items() if len(values) > 1}
         fixed = {name: values[0] for name, values in given.items() if len(values) == 1}
         configs = sweep_configs(args.preset, grid, **fixed)
+        points = len(expand_grid(grid))
+        if len(configs) < points:
+            print(
+                f"note: {points} grid points, {len(configs)} runs: the methods that are not "
+                f"layer-wise take {_describe(LAYERWISE_ONLY)} and run once", file=sys.stderr,
+            )  # fmt: skip
         commands = [
             command_for(cfg, args.preset, always=given, progress=not args.no_progress)
             for cfg in configs

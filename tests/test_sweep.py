@@ -152,14 +152,46 @@ def test_sweep_configs_validates_every_point_first():
     ]
     with pytest.raises(
         ValueError, match=r"grid point method='e2e', head='mlp': head must be 'none'"
-    ):
-        sweep_configs("quick", {"method": ["layerwise", "e2e"], "head": ["mlp"]})
+    ):  # no layer-wise method in the grid: the head is a mistake, not an axis of other points
+        sweep_configs("quick", {"method": ["e2e", "forward_forward"], "head": ["mlp"]})
     with pytest.raises(ValueError, match="are the same run"):  # eval_size is not part of a run's id
         sweep_configs("quick", {"eval_size": [256, 512]}, chunk_size=128)
     with pytest.raises(ValueError, match=r"both fixed and in the sweep grid"):
         sweep_configs("quick", {"seed": [0, 1]}, seed=2)
     with pytest.raises(ValueError, match="unknown TrainConfig field 'sed' in the fixed settings"):
         sweep_configs("quick", {"seed": [0, 1]}, sed=2)
+
+
+def test_layerwise_only_settings_collapse_for_the_other_methods():
+    """E2E + layer-wise x heads x seeds is one grid: E2E runs once per seed, with head 'none'."""
+    configs = sweep_configs(
+        "paper", {"method": ["e2e", "layerwise"], "head": ["linear", "mlp"], "seed": [0, 1]},
+        dataset="cifar10", model="resnet50",
+    )  # fmt: skip
+    assert [(c.method, c.head, c.seed) for c in configs] == [
+        ("e2e", "none", 0), ("e2e", "none", 1), ("layerwise", "linear", 0),
+        ("layerwise", "linear", 1), ("layerwise", "mlp", 0), ("layerwise", "mlp", 1),
+    ]  # fmt: skip
+    assert all(c.model == "resnet50" and c.epochs == 400 for c in configs)
+    regs = sweep_configs("quick", {"method": ["layerwise", "e2e"], "nhsic_reg": ["none", "global"]})
+    assert [(c.method, c.nhsic_reg) for c in regs] == [
+        ("layerwise", "none"), ("layerwise", "global"), ("e2e", "none"),
+    ]  # fmt: skip
+    fixed = sweep_configs("quick", {"method": ["layerwise", "e2e"]}, head="mlp")  # a fixed head too
+    assert [(c.method, c.head) for c in fixed] == [("layerwise", "mlp"), ("e2e", "none")]
+
+
+def test_dry_run_of_the_paper_grid(capsys, monkeypatch, no_training):
+    argv = ["--dry-run", "--preset", "paper", "--dataset", "cifar10,cifar100", "--method",
+            "e2e,layerwise", "--head", "linear,mlp", "--seed", "0,1,2"]  # fmt: skip
+    assert sweep(argv) == 0
+    out, err = capsys.readouterr()
+    configs = [config_of(line, monkeypatch) for line in out.splitlines()]
+    assert len(configs) == 18 == len({c.run_id() for c in configs})  # 2 x (1 + 2) x 3
+    assert "24 grid points, 18 runs" in err
+    assert sum(c.method == "e2e" for c in configs) == 6 and all(
+        c.head == "none" for c in configs if c.method == "e2e"
+    )
 
 
 @pytest.mark.parametrize(
@@ -214,9 +246,12 @@ def test_dry_run_keeps_fixed_options(capsys, monkeypatch):
         (["--seed", ""], "seed: empty value list"),
         (["--seed", "0,1,0"], "seed: duplicate value 0"),
         (["--method", "e2e", "--head", "mlp"], "error: head must be 'none' when method='e2e'"),
-        (["--method", "layerwise,e2e", "--head", "mlp"], "grid point method='e2e': head must be"),
         (
-            ["--method", "e2e,layerwise", "--local-loss", "supcon", "--augment", "true"],
+            ["--method", "e2e,forward_forward", "--head", "mlp"],
+            "grid point method='e2e': head must",
+        ),
+        (
+            ["--method", "e2e,signal_propagation", "--local-loss", "supcon", "--augment", "true"],
             "grid point method='e2e': local_loss must be 'cross_entropy'",
         ),
         (["--seed", "x"], "seed: expected an integer"),
