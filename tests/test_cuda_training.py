@@ -84,8 +84,9 @@ def _free_port() -> int:
 
 
 def test_nccl_group_with_sync_bn_trains_like_one_process(tmp_path):
-    """A one-process nccl group (all this machine's GPUs would otherwise be needed) runs the torchrun
-    path (SyncBatchNorm, flat all-reduce, summed counts) and gives the plain run's numbers."""
+    """A one-process nccl group (a lent machine has one GPU) runs the torchrun path on CUDA (nccl,
+    the flat gradient all-reduce, summed counts, BatchNorm converted to SyncBatchNorm, which with one
+    process computes plain batch statistics) and gives the plain run's numbers."""
     plain = _trainer(tmp_path, "plain")
     env = dict(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1",
                MASTER_PORT=str(_free_port()))  # fmt: skip
