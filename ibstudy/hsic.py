@@ -261,13 +261,17 @@ def center(k: Tensor) -> Tensor:
 
 
 def _gaussian_differentiable(x: Tensor, sigma: float) -> Tensor:
-    """The Gaussian Gram of :func:`gaussian` built from out-of-place ops, so autograd reaches ``x``."""
-    f = x.reshape(x.shape[0], -1)
-    f = f - f.mean(dim=0, keepdim=True)
-    sq = f.square().sum(dim=1)
-    d = (sq[:, None] + sq[None, :] - 2.0 * (f @ f.T)).clamp(min=0.0)
-    d = d * (1.0 - torch.eye(f.shape[0], dtype=f.dtype, device=f.device))  # exact zero diagonal
-    return torch.exp(d * (-1.0 / (2.0 * sigma * sigma * f.shape[1])))
+    """The Gaussian Gram of :func:`gaussian` built from out-of-place ops, so autograd reaches ``x``;
+    in float32 at least and outside autocast (under --amp a bf16 Gram is not positive definite)."""
+    with torch.autocast(x.device.type, enabled=False):
+        f = x.reshape(x.shape[0], -1)
+        if f.dtype in (torch.float16, torch.bfloat16):
+            f = f.float()
+        f = f - f.mean(dim=0, keepdim=True)
+        sq = f.square().sum(dim=1)
+        d = (sq[:, None] + sq[None, :] - 2.0 * (f @ f.T)).clamp(min=0.0)
+        d = d * (1.0 - torch.eye(f.shape[0], dtype=f.dtype, device=f.device))  # zero diagonal
+        return torch.exp(d * (-1.0 / (2.0 * sigma * sigma * f.shape[1])))
 
 
 # ----------------------------------------------------------------------------------------------

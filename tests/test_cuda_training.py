@@ -77,6 +77,16 @@ def test_bf16_channels_last_and_compile_train(tmp_path):
     assert plane[["nhsic_xz", "nhsic_yz"]].notna().all().all()
 
 
+@pytest.mark.parametrize("reg", ["global", "local"])
+def test_nhsic_regularizer_trains_under_bf16(tmp_path, reg):
+    """The regularizer's Grams leave autocast (a bf16 Gram breaks its Cholesky factorization)."""
+    tr = _trainer(tmp_path, reg, model="lenet5", width=1.0, method="layerwise", head="linear",
+                  nhsic_reg=reg, amp=True)  # fmt: skip
+    stats = [tr.train_epoch(e) for e in (1, 2)]
+    assert all(map(lambda st: st["train_loss"] == st["train_loss"], stats))  # finite, not NaN
+    assert stats[1]["train_acc"] > 0.2
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -78,6 +78,28 @@ def test_batched_operators_equal_one_at_a_time():
         nhsic_with_operators(zs, torch.stack([r_x, r_x]))
 
 
+def test_regularizer_under_bf16_autocast():
+    """Under --amp the regularizer runs inside bf16 autocast on bf16 block outputs (CUDA; the CPU's
+    autocast casts the same way): its Grams are built in float32 (a bf16 Gram is not even positive
+    definite), so the value is the float32 one of the same block outputs."""
+    from ibstudy.data import eval_subset, load_dataset
+    from ibstudy.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("lenet5", 10, 1, 32, 1.0)
+    x, _ = eval_subset(load_dataset("mnist5k", split="train"), 128)
+    r_x = gaussian_operator(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        _, zs = model(x, return_blocks=True)
+        assert zs[-1].dtype == torch.bfloat16  # what the regularizer is given under amp
+        mixed = nhsic_with_operators(list(zs), r_x)
+        pair = nhsic_differentiable(zs[-1], x)
+    plain = nhsic_with_operators([z.detach().float() for z in zs], r_x)
+    torch.testing.assert_close(mixed.detach(), plain, rtol=1e-6, atol=0)
+    ref = nhsic_differentiable(zs[-1].detach().float(), x)
+    assert float(pair.detach()) == pytest.approx(float(ref), rel=1e-6)
+
+
 def test_differentiable_nhsic_bad_input():
     a = torch.randn(8, 3)
     with pytest.raises(ValueError, match="kernel_b must be 'gaussian' or 'linear'"):
