@@ -6,7 +6,7 @@ process computes the gradient of its slice, and the gradients are all-reduced (s
 slice size) before every optimizer step, so the update is the one of the whole batch; E2E,
 layer-wise, sequential and the other methods alike. The per-epoch plane is measured chunk by chunk,
 the chunks split over the processes and gathered; the test batches are dealt out the same way and
-their counts summed. Only rank 0 writes files and holds the run
+their counts summed, and the probes block by block. Only rank 0 writes files and holds the run
 folder's lock; the others follow its decisions (resume, reuse, refuse). The backend is ``nccl`` on
 GPUs and ``gloo`` on CPUs (so the whole path is tested on a CPU). Several nodes work through
 torchrun's rendezvous (``--nnodes``, ``--rdzv-endpoint``). BatchNorm statistics are per process

@@ -8,6 +8,8 @@ Wolfe line search) for a fixed iteration budget; train and test accuracy reporte
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pandas as pd
 import torch
 import torch.nn.functional as F
@@ -140,20 +142,39 @@ def probe_blocks(
     *,
     steps: int = 200,
     seed: int = 0,
+    blocks: Sequence[int] | None = None,
 ) -> pd.DataFrame:
-    """One probe per block; columns ``layer``, ``layer_index``, ``probe_train_acc``, ``probe_test_acc``."""
+    """One probe per block (or per index in ``blocks``); columns ``layer``, ``layer_index``,
+    ``probe_train_acc``, ``probe_test_acc``. Each probe depends on its block alone."""
+    columns = ["layer", "layer_index", "probe_train_acc", "probe_test_acc"]
+    num_blocks = len(model.blocks)
+    chosen = list(range(num_blocks)) if blocks is None else list(blocks)
+    bad = [
+        b
+        for b in chosen
+        if isinstance(b, bool) or not isinstance(b, int) or not 0 <= b < num_blocks
+    ]
+    if bad or len(set(chosen)) != len(chosen):
+        raise ValueError(
+            f"blocks must be distinct block indices in [0, {num_blocks - 1}], got {list(chosen)}"
+        )
     if y_train.dim() != 1 or y_train.shape[0] != x_train.shape[0]:
         raise ValueError(
             f"y_train must have shape ({x_train.shape[0]},), got {tuple(y_train.shape)}"
         )
     if y_test.dim() != 1 or y_test.shape[0] != x_test.shape[0]:
         raise ValueError(f"y_test must have shape ({x_test.shape[0]},), got {tuple(y_test.shape)}")
+    if not chosen:
+        return pd.DataFrame(columns=columns)
     feats_train = block_features(model, x_train)
     feats_test = block_features(model, x_test)
     rows = []
-    for i, (name, ftr, fte) in enumerate(
-        zip(model.block_names, feats_train, feats_test, strict=True)
-    ):
-        tr, te = fit_probe(ftr, y_train, fte, y_test, num_classes, steps=steps, seed=seed)
-        rows.append({"layer": name, "layer_index": i, "probe_train_acc": tr, "probe_test_acc": te})
-    return pd.DataFrame(rows, columns=["layer", "layer_index", "probe_train_acc", "probe_test_acc"])
+    for i in chosen:
+        tr, te = fit_probe(
+            feats_train[i], y_train, feats_test[i], y_test, num_classes, steps=steps, seed=seed
+        )
+        rows.append(
+            {"layer": model.block_names[i], "layer_index": i, "probe_train_acc": tr,
+             "probe_test_acc": te}
+        )  # fmt: skip
+    return pd.DataFrame(rows, columns=columns)

@@ -516,13 +516,21 @@ class Trainer:
         return self.recorder.table([item for part in results for item in part])
 
     def probe(self) -> pd.DataFrame:
-        """Linear probes per block (docs/method.md §9)."""
+        """Linear probes per block (docs/method.md §9); under torchrun each rank fits every
+        world-th block and the rows are gathered (a probe depends on its block alone)."""
+        blocks = (
+            None if self.dist is None else range(self.dist.rank, self.num_blocks, self.dist.world)
+        )
         x_tr, y_tr = eval_subset(self.train_plain, self.cfg.probe_size)
-        return probe_blocks(
+        table = probe_blocks(
             self.view, x_tr.to(self.device), y_tr.to(self.device), self.x_eval.to(self.device),
             self.y_eval.to(self.device), self.num_classes, steps=self.cfg.probe_steps,
-            seed=self.cfg.seed,
+            seed=self.cfg.seed, blocks=blocks,
         )  # fmt: skip
+        if self.dist is None:
+            return table
+        parts = [part for part in self.dist.gather(table) if len(part)]
+        return pd.concat(parts).sort_values("layer_index").reset_index(drop=True)
 
     def record(self, epoch: float, stats: dict[str, Any]) -> None:
         """Measure the model now (after ``epoch``, possibly fractional) and append its table rows."""
@@ -536,11 +544,8 @@ class Trainer:
         self.epoch_rows.append({**base, **stats, "test_acc": test_acc})
         plane = self.measure_plane()
         probes = None
-        if epoch in cfg.probe_epochs:  # in torchrun, rank 0 fits the probes and shares them
-            if self.dist is None:
-                probes = self.probe()
-            else:
-                probes = self.dist.broadcast(self.probe() if self.dist.main else None)
+        if epoch in cfg.probe_epochs:
+            probes = self.probe()
         settings = self.recorder.mcfg.columns()
         for row in plane.to_dict("records"):
             index = int(row["layer_index"])

@@ -119,6 +119,16 @@ def test_probe_blocks_table_on_lenet5() -> None:
     assert table.loc[0, "probe_test_acc"] >= 0.9
     again = probe_blocks(model, x[:120], y[:120], x[120:], y[120:], 3, steps=50)
     pd.testing.assert_frame_equal(table, again)
+    # a subset of the blocks (each torchrun rank fits its share): the same rows, to the bit
+    part = probe_blocks(
+        model, x[:120], y[:120], x[120:], y[120:], 3, steps=50, blocks=range(1, 4, 2)
+    )
+    pd.testing.assert_frame_equal(part, table.iloc[[1, 3]].reset_index(drop=True))
+    empty = probe_blocks(model, x[:120], y[:120], x[120:], y[120:], 3, steps=50, blocks=[])
+    assert len(empty) == 0 and list(empty.columns) == list(table.columns)
+    for bad in ([4], [1, 1], [-1]):
+        with pytest.raises(ValueError, match=r"blocks must be distinct block indices in \[0, 3\]"):
+            probe_blocks(model, x[:120], y[:120], x[120:], y[120:], 3, blocks=bad)
 
 
 @pytest.mark.parametrize(
