@@ -257,7 +257,29 @@ def throughput_section(
                     torch.cuda.empty_cache()
     print("  analysis = the per-epoch plane (every block and the logits, 1,024 eval images, floor) "
           "/ the epoch; 400-ep h = 400 x (50,000 images at this rate + the analysis), one GPU")  # fmt: skip
+    for model in models:
+        hours = grid_hours(rows, model)
+        if hours is not None:
+            print(f"  the README's paper grid with {model} (2 datasets x 3 seeds x (E2E + layer-wise "
+                  f"linear + MLP heads) = 18 runs) at each method's fastest setting: "
+                  f"{hours:,.0f} GPU-hours")  # fmt: skip
     return rows
+
+
+def grid_hours(rows: list[dict], model: str, datasets: int = 2, seeds: int = 3) -> float | None:
+    """GPU-hours of the README's paper grid for ``model``: per dataset and seed one E2E run and two
+    layer-wise runs (linear, MLP heads; timed with linear heads), each at its method's fastest
+    setting; None unless both methods were timed."""
+    best = {
+        method: min(
+            r["paper_run_hours"] for r in rows if r["model"] == model and r["method"] == method
+        )
+        for method in ("e2e", "layerwise")
+        if any(r["model"] == model and r["method"] == method for r in rows)
+    }
+    if len(best) < 2:
+        return None
+    return datasets * seeds * (best["e2e"] + 2 * best["layerwise"])
 
 
 def _names(text: str) -> tuple[str, ...]:

@@ -33,6 +33,10 @@ def test_throughput_section_on_the_cpu(tmp_path):
         assert r["images_per_s"] > 0 and r["analysis_fraction"] > 0 and r["paper_run_hours"] > 0
         assert not r["compiled"] and r["amp_dtype"] == "float32"  # off CUDA: ignored
     assert rows[0]["speedup"] == rows[2]["speedup"] == 1.0  # each method against its own fp32
+    e2e = min(r["paper_run_hours"] for r in rows[:2])
+    layerwise = min(r["paper_run_hours"] for r in rows[2:])
+    assert bench.grid_hours(rows, "resnet18") == pytest.approx(6 * (e2e + 2 * layerwise))
+    assert bench.grid_hours(rows[:2], "resnet18") is None and bench.grid_hours(rows, "vgg") is None
 
 
 def test_throughput_section_rejects_unknown_settings(tmp_path):
