@@ -480,16 +480,19 @@ class Trainer:
     def evaluate(self) -> tuple[float, list[float]]:
         """Test accuracy of the classifier and of every auxiliary head (NaN without one); under
         torchrun each rank scores every world-th test batch and the counts are summed."""
-        has_heads = self.cfg.method in LAYERWISE_METHODS and self.cfg.local_loss == "cross_entropy"
         counts = self.test_counts()
         seen = counts[-1]
-        heads = [c / seen if has_heads else math.nan for c in counts[1:-1]]
+        heads = [c / seen if self._scores_heads else math.nan for c in counts[1:-1]]
         return counts[0] / seen, heads
+
+    @property
+    def _scores_heads(self) -> bool:
+        """True when the auxiliary heads are classifiers whose accuracy is reported."""
+        return self.cfg.method in LAYERWISE_METHODS and self.cfg.local_loss == "cross_entropy"
 
     def test_counts(self) -> list[float]:
         """[classifier correct, each head's correct, images seen] on the test set, summed over the
         torchrun ranks (each scores its share of the batches; one process scores them all)."""
-        has_heads = self.cfg.method in LAYERWISE_METHODS and self.cfg.local_loss == "cross_entropy"
         correct, head_correct, seen = 0, [0] * self.num_blocks, 0
         loader = make_loader(self.test_set, 256, shuffle=False)
         rank, world = (0, 1) if self.dist is None else (self.dist.rank, self.dist.world)
@@ -501,7 +504,7 @@ class Trainer:
                 logits, zs = self.model(x, return_blocks=True)
                 correct += (self.predict(x, logits) == y).sum().item()
                 seen += y.shape[0]
-                if has_heads:
+                if self._scores_heads:
                     for k, (z, head) in enumerate(zip(zs, self.heads, strict=True)):
                         head_correct[k] += (head(z).argmax(1) == y).sum().item()
         counts = [float(correct), *map(float, head_correct), float(seen)]
