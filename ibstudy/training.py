@@ -238,9 +238,9 @@ class Trainer:
                 warnings.warn(f"torch.compile failed ({exc}); running uncompiled", stacklevel=3)
 
     def _uncompile(self, exc: Exception) -> None:
-        """Fall back to the eager model after a compiled forward failed (with a warning)."""
-        warnings.warn(f"torch.compile failed at the first batch ({exc}); running uncompiled",
-                      stacklevel=3)  # fmt: skip
+        """Fall back to the eager model after the compiled one failed (with a warning)."""
+        warnings.warn(f"torch.compile failed during training ({type(exc).__name__}: {exc}); "
+                      "running uncompiled from this batch on", stacklevel=3)  # fmt: skip
         self.forward_model, self.forward_blocks = self.model, list(self.model.blocks)
         self._compiled = False
 
@@ -386,6 +386,32 @@ class Trainer:
         batches = sorted({min(n - 1, max(1, round(f * n))) for f in self.cfg.record_fractions})
         return {b: b / n for b in batches}
 
+    def _gradients(
+        self, x: Tensor, y: Tensor, weight: float, autocast: Any, where: tuple[int, int]
+    ) -> tuple[Tensor, Tensor]:
+        """Forward and backward of one batch (this rank's slice, its loss weighted by its share):
+        the gradients are left in ``.grad``; returns the loss and the logits. In one process a
+        NaN/Inf loss raises :class:`TrainingDiverged` before the backward."""
+        with autocast:
+            loss, logits = self._batch_loss(x, y)
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.dist is None:
+            self._check_finite(loss.item(), where)
+            self.scaler.scale(loss).backward()
+        else:
+            self.scaler.scale(loss * weight).backward()
+        return loss, logits
+
+    def _check_finite(self, value: float, where: tuple[int, int]) -> None:
+        """Raise :class:`TrainingDiverged` (naming the batch and what is kept) on a NaN/Inf loss."""
+        if not math.isfinite(value):
+            epoch, batch = where
+            raise TrainingDiverged(
+                f"loss became {value} at epoch {epoch}, batch {batch} of run "
+                f"{self.cfg.run_id()!r}; the last good checkpoint (epoch {epoch - 1}) and the "
+                f"metrics written so far are kept in {str(self.path)!r}"
+            )
+
     def train_epoch(self, epoch: int) -> dict[str, Any]:
         """One pass over the training set (recording the sub-epoch points that fall inside it);
         raises :class:`TrainingDiverged` on a NaN/Inf loss."""
@@ -418,30 +444,21 @@ class Trainer:
                 weight = (part.stop - part.start) / y.shape[0] if counted else 0.0
                 x, y = x[part], y[part]
             x, y = x.to(self.device), y.to(self.device)
-            with autocast:
-                try:
-                    loss, logits = self._batch_loss(x, y)
-                except Exception as exc:
-                    if not (self._compiled and batch == 1):
-                        raise
-                    self._uncompile(exc)
-                    loss, logits = self._batch_loss(x, y)
-            self.optimizer.zero_grad(set_to_none=True)
-            if self.dist is None:
-                value = loss.item()
-            else:
-                self.scaler.scale(loss * weight).backward()
+            where = (epoch, batch)
+            try:
+                loss, logits = self._gradients(x, y, weight, autocast, where)
+            except TrainingDiverged:
+                raise
+            except Exception as exc:  # the compiled model failed (forward or lazy backward)
+                if not self._compiled:
+                    raise
+                self._uncompile(exc)
+                loss, logits = self._gradients(x, y, weight, autocast, where)
+            if self.dist is not None:
                 params = [p for g in self.optimizer.param_groups for p in g["params"]]
                 value = all_reduce_grads([p for p in params if p.grad is not None], loss * weight,
                                          self.dist)  # fmt: skip
-            if not math.isfinite(value):
-                raise TrainingDiverged(
-                    f"loss became {value} at epoch {epoch}, batch {batch} of run "
-                    f"{cfg.run_id()!r}; the last good checkpoint (epoch {epoch - 1}) and the metrics "
-                    f"written so far are kept in {str(self.path)!r}"
-                )
-            if self.dist is None:
-                self.scaler.scale(loss).backward()
+                self._check_finite(value, where)
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.step += 1

@@ -13,7 +13,7 @@ from torch.utils.data import Subset
 
 from ibstudy.data import load_dataset, make_loader
 from ibstudy.device_data import DeviceData
-from ibstudy.training import TrainConfig, train
+from ibstudy.training import TrainConfig, Trainer, train
 
 
 def _assert_same_batches(ds, dev: DeviceData, batch_size: int, seed: int, epoch: int) -> None:
@@ -103,6 +103,55 @@ def test_cuda_switches_warn_on_cpu_and_change_nothing(tmp_path):
     text = " ".join(str(w.message) for w in caught)
     assert "compile=True is used on CUDA only" in text and "channels_last=True" in text
     assert run.complete
+
+
+class _BackwardFails(torch.autograd.Function):
+    """Identity whose backward raises, as a lazily compiled backward that fails would."""
+
+    @staticmethod
+    def forward(ctx, z):
+        return z.view_as(z)
+
+    @staticmethod
+    def backward(ctx, grad):
+        raise RuntimeError("inductor: backward compilation failed")
+
+
+@pytest.mark.parametrize("method", ["e2e", "layerwise"])
+@pytest.mark.parametrize("stage", ["forward", "backward"])
+def test_a_failing_compiled_model_falls_back_to_eager(tmp_path, method, stage):
+    """torch.compile only runs on CUDA, so its failure is staged here: the 'compiled' forward fails
+    (in the forward or in its backward) at the third call; the batch is redone eagerly, a warning
+    says so, and the epoch equals an eager one to the bit."""
+    extra = {} if method == "e2e" else {"method": "layerwise", "head": "linear"}
+    cfg = TrainConfig.preset(
+        "quick", train_size=512, eval_size=256, chunk_size=128, probe_size=256, epochs=1,
+        batch_size=64, device="cpu", results_dir=str(tmp_path), **extra,
+    )  # fmt: skip
+    eager = Trainer(cfg, progress=False)
+    want = eager.train_epoch(1)
+    tr = Trainer(cfg, progress=False)
+    calls = iter(range(1, 10_000))
+
+    def staged(module):
+        def forward(h):
+            out = module(h)
+            if next(calls) != 3:
+                return out
+            if stage == "forward":
+                raise RuntimeError("inductor: forward compilation failed")
+            return _BackwardFails.apply(out)
+
+        return forward
+
+    tr.forward_model, tr._compiled = staged(tr.model), True
+    tr.forward_blocks = [staged(b) for b in tr.model.blocks]
+    with pytest.warns(UserWarning, match=f"torch.compile failed during training.*{stage}"):
+        got = tr.train_epoch(1)
+    assert not tr._compiled and tr.forward_model is tr.model
+    assert (got["train_loss"], got["train_acc"]) == (want["train_loss"], want["train_acc"])
+    for a, b in zip(tr.model.parameters(), eager.model.parameters(), strict=True):
+        assert torch.equal(a, b)
 
 
 @pytest.mark.parametrize(
