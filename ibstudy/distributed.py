@@ -83,6 +83,8 @@ def setup(identity: dict[str, Any], device_type: str) -> Dist | None:
     info = current()
     if info is None:
         return None
+    if device_type == "cuda":  # before any collective: nccl puts each rank's buffers on this GPU
+        torch.cuda.set_device(info.local_rank)
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
     mine = json.dumps(identity, sort_keys=True)

@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 import torch.multiprocessing as mp
 
+from ibstudy import distributed
 from ibstudy.store import Run, run_lock
 from ibstudy.training import TrainConfig, Trainer, train
 
@@ -175,3 +177,26 @@ def test_two_nodes_through_the_rendezvous_equal_one_process(tmp_path):
         assert node.returncode == 0, err[-2000:]
     assert sum(out.count("test_acc") for out, _ in outputs) == 1  # one node's rank 0 reports
     _same_tables(one, Run.load(tmp_path / "two" / "r"))
+
+
+def test_each_rank_takes_its_gpu_before_the_first_collective(monkeypatch):
+    """With nccl every collective puts its buffers on the current GPU: unless each rank selects
+    its own (LOCAL_RANK) first, ranks 0 and 1 would both use GPU 0. Recorded without a GPU."""
+    calls: list[tuple] = []
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: calls.append(("set_device", d)))
+    monkeypatch.setattr(distributed.dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(distributed.dist, "init_process_group",
+                        lambda backend: calls.append(("init", backend)))  # fmt: skip
+    monkeypatch.setattr(
+        distributed.Dist, "broadcast", lambda self, obj: calls.append("bcast") or obj
+    )
+    monkeypatch.setattr(distributed.Dist, "gather", lambda self, obj: [obj, obj])
+    info = distributed.setup({"lr": 1e-3}, "cuda")
+    assert info == distributed.Dist(1, 2, 1)
+    assert calls == [("set_device", 1), ("init", "nccl"), "bcast"]
+    calls.clear()
+    distributed.setup({"lr": 1e-3}, "cpu")  # gloo: no GPU is touched
+    assert calls == [("init", "gloo"), "bcast"]
