@@ -95,33 +95,34 @@ def test_run_folder_held_by_another_process(tmp_path):
     assert sorted(p.name for p in folder.iterdir()) == [".lock"]  # nothing written
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
+def rank_env(rank: int, world: int, port: int) -> dict[str, str]:
+    """The variables torchrun gives rank ``rank`` of a one-machine group of ``world``."""
+    return dict(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
+                MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))  # fmt: skip
+
+
 def _disagree(rank: int, port: int, out: str) -> None:
     """One rank of a 2-process group whose rank 1 was given another learning rate."""
-    from ibstudy.distributed import setup, shutdown
-
-    os.environ.update(
-        RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-    )  # fmt: skip
+    os.environ.update(rank_env(rank, 2, port))
     cfg = TrainConfig(lr=1e-3 if rank == 0 else 2e-3)
     try:
-        setup(cfg.identity(), "cpu")
+        distributed.setup(cfg.identity(), "cpu")
         message = "no error"
     except ValueError as exc:
         message = str(exc)
     finally:
-        shutdown()
+        distributed.shutdown()
     Path(out, f"rank{rank}.txt").write_text(message)
 
 
 def test_processes_that_disagree_on_the_config_fail_naming_the_field(tmp_path):
-    mp.spawn(_disagree, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_disagree, args=(free_port(), str(tmp_path)), nprocs=2, join=True)
     for rank in (0, 1):
         text = (tmp_path / f"rank{rank}.txt").read_text()
         assert "rank 1 has a different 'lr' than rank 0" in text
@@ -129,18 +130,12 @@ def test_processes_that_disagree_on_the_config_fail_naming_the_field(tmp_path):
 
 def _counts(rank: int, port: int, out: str, cfg: TrainConfig) -> None:
     """One rank's share of the test set, summed over a 2-process group."""
-    from ibstudy.distributed import setup, shutdown
-    from ibstudy.training import Trainer
-
-    os.environ.update(
-        RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-    )  # fmt: skip
+    os.environ.update(rank_env(rank, 2, port))
     try:
-        info = setup(cfg.identity(), "cpu")
+        info = distributed.setup(cfg.identity(), "cpu")
         counts = Trainer(cfg, progress=False, dist=info).test_counts()
     finally:
-        shutdown()
+        distributed.shutdown()
     Path(out, f"rank{rank}.txt").write_text(",".join(map(str, counts)))
 
 
@@ -148,7 +143,7 @@ def test_ranks_split_the_test_set_and_count_each_image_once(tmp_path):
     cfg = TrainConfig.preset("quick", results_dir=str(tmp_path), run_name="r", method="layerwise",
                              head="linear", **TINY)  # fmt: skip
     single = Trainer(cfg, progress=False).test_counts()  # untrained: same weights on every rank
-    mp.spawn(_counts, args=(_free_port(), str(tmp_path), cfg), nprocs=2, join=True)
+    mp.spawn(_counts, args=(free_port(), str(tmp_path), cfg), nprocs=2, join=True)
     for rank in (0, 1):
         counts = [float(v) for v in (tmp_path / f"rank{rank}.txt").read_text().split(",")]
         assert counts == single  # classifier and every head, each image counted once
@@ -160,7 +155,7 @@ def test_two_nodes_through_the_rendezvous_equal_one_process(tmp_path):
     as several machines would, and train the run of one process."""
     one = train(TrainConfig.preset("quick", results_dir=str(tmp_path / "one"), run_name="r", **TINY),
                 progress=False)  # fmt: skip
-    endpoint = f"127.0.0.1:{_free_port()}"
+    endpoint = f"127.0.0.1:{free_port()}"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     rdzv = ["--rdzv-backend", "c10d", "--rdzv-endpoint", endpoint, "--rdzv-id", "ibstudy-test"]
     launch = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1"]
