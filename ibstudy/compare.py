@@ -1,10 +1,11 @@
 """Training methods side by side against E2E (notebook 08, docs/method.md §12).
 
 Every run is named by its *variant* (:func:`variant_label`: method, head, local loss, regularizer),
-and :func:`method_comparison` sets each variant against the E2E run of the same seed with the claims'
-own rules (C1: does E2E keep more input information at depth than the variant? C2: do E2E's layers
-differ more in role?) and one distance, ``role_gap``: how far the variant's depth profile above the
-floor is from E2E's at the last epoch,
+and :func:`method_comparison` sets E2E against each variant with the registered claims' own contrasts
+(:data:`ibstudy.claims.CLAIMS`: C1, does E2E's input information fall less steeply with depth? C2,
+do E2E's layers differ more in role?) on arms selected by their ``variant`` label, with a 95 %
+interval when the variant has two or more seeds, and one distance, ``role_gap``: how far the
+variant's depth profile above the floor is from E2E's at the last epoch,
 
     role_gap = mean over blocks of ( |xz_v - xz_E2E| / max(|xz_E2E|) + |yz_v - yz_E2E| / max(|yz_E2E|) ) / 2
 
@@ -20,8 +21,9 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
-from ibstudy.claims import claims_table, excess_with_noise
+from ibstudy.claims import CLAIMS, Arm, assess
 from ibstudy.config import TrainConfig
+from ibstudy.describe import excess
 from ibstudy.tables import blocks as block_rows
 from ibstudy.tables import check_table
 
@@ -64,8 +66,7 @@ def role_gap(variant: pd.DataFrame, reference: pd.DataFrame) -> float:
         return math.nan
     parts = []
     for side in ("xz", "yz"):
-        ea, _ = excess_with_noise(a, side)
-        eb, _ = excess_with_noise(b, side)
+        ea, eb = excess(a, side), excess(b, side)
         scale = float(np.max(np.abs(eb)))
         if not (np.isfinite(ea).all() and np.isfinite(eb).all()) or scale == 0:
             return math.nan
@@ -73,61 +74,49 @@ def role_gap(variant: pd.DataFrame, reference: pd.DataFrame) -> float:
     return float(np.mean((parts[0] + parts[1]) / 2))
 
 
-def method_comparison(
-    epochs: pd.DataFrame, layers: pd.DataFrame, *, scale: str, **rules: float
-) -> pd.DataFrame:
-    """Per variant and seed (tables with a ``variant`` column, one E2E run per seed): final test
-    accuracy, role_gap, and the C1 / C2 verdicts and numbers of E2E against the variant; then per
-    variant the means over seeds and the two ranks (1 = most accurate / most E2E-like roles)."""
+#: the claims whose contrasts rank the variants against E2E
+COMPARED = ("C1", "C2")
+
+
+def method_comparison(epochs: pd.DataFrame, layers: pd.DataFrame) -> pd.DataFrame:
+    """Per variant (tables with a ``variant`` column, one run per variant and seed, an ``e2e``
+    variant present for every seed): mean final test accuracy and role_gap over seeds, and for C1
+    and C2 the contrast E2E - variant (its per-seed mean; with >= 2 seeds its 95 % interval and the
+    verdict, Holm over the two claims; "not measured (1 seed)" otherwise), and the two ranks
+    (1 = most accurate / most E2E-like roles)."""
     check_table(epochs, ("run", "variant", "method", "seed", "epoch", "test_acc"), "epochs")
     check_table(layers, ("run", "variant", "method", "seed", "epoch", "layer_index"), "layers")
+    if "e2e" not in set(layers["variant"]):
+        raise ValueError(f"needs an 'e2e' variant; variants: {sorted(set(layers['variant']))}")
+    reference = Arm.select(layers, epochs, name="e2e", variant="e2e")
     rows = []
-    for seed, lay in layers.groupby("seed", sort=True):
-        ep = epochs[epochs["seed"] == seed]
-        e2e = lay[lay["variant"] == "e2e"]
-        if e2e["run"].nunique() != 1:
-            raise ValueError(
-                f"seed {seed}: needs exactly one 'e2e' run, found {e2e['run'].nunique()}"
-            )
-        for variant, vlay in lay.groupby("variant", sort=False):
-            vep = ep[ep["variant"] == variant].sort_values("epoch")
-            row: dict[str, object] = {
-                "variant": variant, "seed": seed,
-                "final_test_acc": float(vep["test_acc"].iloc[-1]),
-                "role_gap": role_gap(vlay, e2e),
-            }  # fmt: skip
-            if variant != "e2e":
-                pair = pd.concat([e2e, vlay.assign(method="other", head="none")])
-                pair_ep = pd.concat(
-                    [ep[ep["variant"] == "e2e"], vep.assign(method="other", head="none")]
-                )
-                table = claims_table(
-                    pair, pair_ep, scale=scale, baseline=("other", None), **rules
-                ).set_index("claim")
-                for claim in ("C1", "C2"):
-                    row[f"{claim}_verdict"] = table.loc[claim, "verdict"]
-                    row[f"{claim}_stat"] = table.loc[claim, "stat"]
-            rows.append(row)
-    per_seed = pd.DataFrame(rows)
-    summary = per_seed.groupby("variant", sort=False).agg(
-        n_seeds=("seed", "nunique"),
-        final_test_acc=("final_test_acc", "mean"),
-        role_gap=("role_gap", "mean"),
-        **{
-            f"{c}_{k}": (f"{c}_{k}", "mean" if k == "stat" else _holds)
-            for c in ("C1", "C2")
-            for k in ("stat", "verdict")
-            if f"{c}_{k}" in per_seed.columns
-        },
-    )
+    for variant in pd.unique(layers["variant"]):
+        arm = Arm.select(layers, epochs, name=str(variant), variant=variant)
+        accuracy, gaps = [], []
+        for seed in arm.seeds:
+            run = arm.run(seed)
+            final = run.epochs.sort_values("epoch") if run.epochs is not None else None
+            accuracy.append(float(final["test_acc"].iloc[-1]) if final is not None else math.nan)
+            gaps.append(role_gap(run.layers, reference.run(seed).layers))
+        row: dict[str, object] = {
+            "variant": variant, "n_seeds": len(arm.seeds),
+            "final_test_acc": float(np.mean(accuracy)), "role_gap": float(np.mean(gaps)),
+        }  # fmt: skip
+        if variant != "e2e":
+            judged = None
+            if len(arm.seeds) >= 2:
+                judged = assess(reference, arm, COMPARED).set_index("claim")
+            for claim in COMPARED:
+                per_seed = CLAIMS[claim].per_seed(reference, arm)
+                row[f"{claim}_effect"] = float(per_seed["difference"].mean())
+                if judged is None:
+                    row[f"{claim}_ci_low"] = row[f"{claim}_ci_high"] = math.nan
+                    row[f"{claim}_verdict"] = f"not measured ({len(arm.seeds)} seed)"
+                else:
+                    for key in ("ci_low", "ci_high", "verdict"):
+                        row[f"{claim}_{key}"] = judged.loc[claim, key]
+        rows.append(row)
+    summary = pd.DataFrame(rows)
     summary["rank_accuracy"] = summary["final_test_acc"].rank(ascending=False, method="min")
     summary["rank_roles"] = summary["role_gap"].rank(ascending=True, method="min")
-    return summary.reset_index()
-
-
-def _holds(verdicts: pd.Series) -> str:
-    """``k of n`` seeds where the verdict is "holds" (n = seeds where it was measured)."""
-    measured = [v for v in verdicts.dropna() if v != "not measured"]
-    if not measured:
-        return "not measured"
-    return f"{sum(v == 'holds' for v in measured)} of {len(measured)}"
+    return summary

@@ -146,23 +146,23 @@ def claims_by_estimator(
     tables: Mapping[str, pd.DataFrame],
     epochs: pd.DataFrame,
     *,
-    scale: str,
-    baseline: tuple[str, str] = ("layerwise", "linear"),
+    baseline: Mapping[str, object] | None = None,
 ) -> pd.DataFrame:
-    """The claims under every estimator, seed by seed: one row per claim and estimator ("holds in k
-    of n seeds", the per-seed verdicts and evidence).
+    """The registered claims under every estimator (sensitivity analyses, docs/method.md §12): one
+    row per claim and estimator with the effect of E2E against ``baseline`` (columns to select it;
+    default layer-wise with linear heads), its 95 % interval and verdict (:func:`ibstudy.claims.assess`).
 
     Each table in ``tables`` is one estimator's measurement of the same runs (joined with the
-    probe columns where C4b needs them); the rules are :func:`ibstudy.claims.claims_per_seed`'s.
-    """
-    from ibstudy import claims
+    probe columns where C4b needs them)."""
+    from ibstudy.claims import Arm, assess
 
     if not tables:
         raise ValueError("tables must map at least one estimator label to a measurement table")
+    where = dict(baseline or {"method": "layerwise", "head": "linear"})
     parts = []
     for label, table in tables.items():
         check_table(table, [c for c in MEASURE_COLUMNS if c != "floor_seed"], label)
-        result = claims.claims_per_seed(table, epochs, scale=scale, baseline=baseline)
-        parts.append(result.assign(estimator=label))
-    out = pd.concat(parts, ignore_index=True)
-    return out[["claim", "estimator", "summary", "verdicts", "evidence", "baseline", "scale"]]
+        e2e = Arm.select(table, epochs, name="e2e", method="e2e")
+        other = Arm.select(table, epochs, **where)
+        parts.append(assess(e2e, other).assign(estimator=label))
+    return pd.concat(parts, ignore_index=True)

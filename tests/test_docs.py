@@ -32,7 +32,7 @@ HEADINGS: tuple[str, ...] = (
     "## §9 Linear probes",
     "## §10 Measurement as its own stage",
     "## §11 Defects of the authors' public code that this study avoids",
-    "## §12 Verdict rules and their noise models",
+    "## §12 The primary analysis: one contrast per claim, effects with intervals",
 )
 TITLE = "# The ibstudy method"
 MARKERS: tuple[str, ...] = ("[paper", "[ours]", "[authors' code]")
