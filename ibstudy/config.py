@@ -55,7 +55,9 @@ NHSIC_REGS: tuple[str, ...] = ("none", "global", "local")
 OPTIMIZERS: tuple[str, ...] = ("adam", "sgd")
 PRESETS: tuple[str, ...] = ("quick", "study", "paper")
 #: seeds every training notebook runs at a preset (None: the single ``seed`` parameter)
-PRESET_SEEDS: dict[str, tuple[int, ...] | None] = {"quick": None, "study": (0, 1, 2), "paper": None}
+PRESET_SEEDS: dict[str, tuple[int, ...] | None] = {
+    "quick": None, "study": (0, 1, 2, 3, 4), "paper": None,
+}  # fmt: skip
 #: the paper's learning-rate milestones as fractions of training (200/300/350/375 of 400 epochs)
 MILESTONE_FRACTIONS: tuple[float, ...] = (0.5, 0.75, 0.875, 0.9375)
 #: [ours] the study preset's extra record points inside the first epoch (its fast fitting phase)
@@ -63,7 +65,9 @@ STUDY_FRACTIONS: tuple[float, ...] = (0.125, 0.25, 0.5)
 BANDWIDTHS: tuple[str, ...] = ("fixed", "median")
 ESTIMATORS: tuple[str, ...] = ("nhsic", "nhsic_cka")
 #: TrainConfig fields that say how the plane is measured during training (not part of the run id)
-MEASURE_FIELDS: tuple[str, ...] = ("eval_size", "chunk_size", "sigma", "eps", "floor")
+MEASURE_FIELDS: tuple[str, ...] = (
+    "eval_size", "chunk_size", "sigma", "eps", "floor", "floor_perms",
+)  # fmt: skip
 #: TrainConfig fields that say where and how a run is stored or executed (not part of the run id)
 _PLACE_FIELDS: tuple[str, ...] = (
     "results_dir", "run_name", "device", "data_root", "download", "channels_last", "compile",
@@ -179,6 +183,7 @@ class TrainConfig:
     sigma: float = 5.0  # measured during training: fixed bandwidth sigma * sqrt(d)
     eps: float = 1e-5  # measured during training: NOCCO ridge
     floor: bool = True  # measured during training: also record the permutation floor
+    floor_perms: int = 1  # measured during training: permutations per chunk for that floor
     probe_epochs: tuple[int, ...] = ()
     # extra record points inside the first epoch, as fractions in (0, 1) (no weights stored there)
     record_fractions: tuple[float, ...] = ()
@@ -201,7 +206,8 @@ class TrainConfig:
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> TrainConfig:
         """``quick`` (minutes on a CPU), ``study`` (the CPU study scale: 40 epochs with the paper's
-        schedule scaled to them) or ``paper`` (docs/method.md §8), with ``overrides``."""
+        schedule scaled to them, the floor from 3 permutations per chunk) or ``paper``
+        (docs/method.md §8), with ``overrides``."""
         check_choice("preset", name, PRESETS)
         if name == "paper":
             base: dict[str, Any] = dict(
@@ -218,7 +224,7 @@ class TrainConfig:
             base = dict(
                 dataset="mnist5k", epochs=40, batch_size=64, optimizer="adam", lr=1e-3,
                 weight_decay=0.0, milestones=scaled_milestones(epochs), gamma=0.2,
-                eval_size=512, chunk_size=256, probe_size=2000, probe_steps=100,
+                eval_size=512, chunk_size=256, floor_perms=3, probe_size=2000, probe_steps=100,
                 probe_epochs=tuple(sorted({0, epochs // 4, epochs // 2, epochs})),
                 record_fractions=STUDY_FRACTIONS,
             )  # fmt: skip
@@ -326,6 +332,7 @@ class TrainConfig:
                 f"or '' to derive it from the config; got {name!r}"
             )
         check_bool("floor", self.floor)
+        check_int("floor_perms", self.floor_perms, minimum=1)
         self.measure_config().validate()
         if self.eval_size > info.test_size:
             raise ValueError(
@@ -396,8 +403,8 @@ class TrainConfig:
         """
         return MeasureConfig(
             eval_size=self.eval_size, chunk_size=self.chunk_size, bandwidth="fixed",
-            sigma=float(self.sigma), eps=float(self.eps), floor_perms=1 if self.floor else 0,
-            estimator="nhsic", floor_seed=0,
+            sigma=float(self.sigma), eps=float(self.eps),
+            floor_perms=self.floor_perms if self.floor else 0, estimator="nhsic", floor_seed=0,
         )  # fmt: skip
 
     # -------------------------------------------------------------- identity

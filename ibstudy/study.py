@@ -126,7 +126,7 @@ def run_study(
     ``params`` are the notebook's parameters (TrainConfig fields; None keeps the preset's value) and
     each variant adds its own fields (e.g. ``{"method": "layerwise", "head": "mlp"}``). ``seeds``
     (a non-empty list of distinct integers >= 0) repeats every variant once per seed; None takes
-    the preset's seeds (:data:`ibstudy.config.PRESET_SEEDS`; the ``study`` preset runs three) or,
+    the preset's seeds (:data:`ibstudy.config.PRESET_SEEDS`; the ``study`` preset runs five) or,
     for presets without, ``params["seed"]``. All configs are validated before any training starts.
     """
     if seeds is None and PRESET_SEEDS.get(preset) is not None:

@@ -202,7 +202,9 @@ def test_c3b_is_stratified_by_arm() -> None:
     for arm in (e2e, lw):
         points = compression_vs_gap(arm.layers, arm.epochs).set_index("seed")
         ep = arm.epochs.copy()
-        ep["train_acc"] = ep["test_acc"] + 0.05 - 0.04 * ep["seed"].map(points["middle_compression"])
+        ep["train_acc"] = (
+            ep["test_acc"] + 0.05 - 0.04 * ep["seed"].map(points["middle_compression"])
+        )
         tables.append(Arm(arm.name, arm.layers, ep))
     row = assess(*tables, ["C3b"]).iloc[0]
     assert row["verdict"] == "supported" and row["estimate"] < 0
@@ -215,8 +217,18 @@ def test_c4a_mcnemar_detail_from_outcomes() -> None:
         for seed in SEEDS:
             correct = np.zeros(1000, dtype=int)
             correct[:right] = 1
-            rows.append(pd.DataFrame({"run": f"{arm.name}-s{seed}", "seed": seed, "epoch": EPOCHS,
-                                      "image": range(1000), "correct": correct, "loss": 0.1}))
+            rows.append(
+                pd.DataFrame(
+                    {
+                        "run": f"{arm.name}-s{seed}",
+                        "seed": seed,
+                        "epoch": EPOCHS,
+                        "image": range(1000),
+                        "correct": correct,
+                        "loss": 0.1,
+                    }
+                )
+            )
     outcomes = pd.concat(rows, ignore_index=True)
     with_out = [Arm(a.name, a.layers, a.epochs, outcomes[outcomes["run"].str.startswith(a.name)])
                 for a in (e2e, lw)]  # fmt: skip

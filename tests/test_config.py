@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import subprocess
@@ -14,6 +15,8 @@ import pytest
 from ibstudy import checks
 from ibstudy.config import (
     LARGE_MODEL_PARAMS,
+    MEASURE_FIELDS,
+    PRESET_SEEDS,
     PRESETS,
     MeasureConfig,
     TrainConfig,
@@ -50,6 +53,57 @@ def test_train_config_measure_config_is_the_recorded_estimator():
     m = cfg.measure_config()
     assert (m.eval_size, m.chunk_size, m.sigma, m.eps, m.floor_perms) == (256, 128, 2.0, 1e-3, 0)
     assert (m.bandwidth, m.estimator, m.floor_seed) == ("fixed", "nhsic", 0)  # not the run seed
+
+
+def test_floor_perms_sets_the_recorded_floor_and_is_validated(tmp_path):
+    assert TrainConfig().floor_perms == 1 and "floor_perms" in MEASURE_FIELDS
+    cfg = TrainConfig.preset("quick", floor_perms=4, results_dir=str(tmp_path))
+    assert cfg.measure_config().floor_perms == 4
+    off = TrainConfig.preset("quick", floor_perms=4, floor=False, results_dir=str(tmp_path))
+    assert off.measure_config().floor_perms == 0  # floor off: no permutations whatever the count
+    for bad in (0, -1, 1.5, True, "2"):
+        with pytest.raises(ValueError, match=r"floor_perms must be an integer >= 1, got"):
+            TrainConfig.preset("quick", floor_perms=bad, results_dir=str(tmp_path))
+
+
+def test_study_preset_seeds_and_floor():
+    assert PRESET_SEEDS["study"] == (0, 1, 2, 3, 4)
+    study = TrainConfig.preset("study")
+    assert study.floor_perms == 3 and study.measure_config().floor_perms == 3
+    assert TrainConfig.preset("quick").floor_perms == TrainConfig.preset("paper").floor_perms == 1
+
+
+def test_old_configs_without_floor_perms_load_with_one_permutation():
+    d = TrainConfig.preset("study").to_dict()
+    del d["floor_perms"]  # config.json of runs stored before the field existed
+    assert TrainConfig.from_dict(d).measure_config().floor_perms == 1
+
+
+#: run ids computed before floor_perms existed: measure settings never change a run's id
+RUN_ID_PINS = [
+    ({}, None, "lenet5-e2e-none-mnist5k-s0-c32a3991"),
+    ({}, "quick", "lenet5-e2e-none-mnist5k-s0-1928a47f"),
+    ({"method": "layerwise", "head": "mlp", "seed": 1}, "quick",
+     "lenet5-layerwise-mlp-mnist5k-s1-f89846a8"),
+    ({"seed": 3}, "study", "lenet5-e2e-none-mnist5k-s3-26f3d7f7"),
+    ({"method": "layerwise", "seed": 4}, "study", "lenet5-layerwise-linear-mnist5k-s4-92f39e98"),
+    ({"method": "layerwise", "nhsic_reg": "global", "nhsic_lambda": 0.05}, "study",
+     "lenet5-layerwise-linear-mnist5k-s0-a67b83c6"),
+    ({"method": "layerwise_sequential", "epochs": 10}, "study",
+     "lenet5-layerwise_sequential-linear-mnist5k-s0-d4d12260"),
+    ({"floor": False, "eval_size": 1000, "chunk_size": 250}, "study",
+     "lenet5-e2e-none-mnist5k-s0-42f0e225"),
+    ({"model": "resnet18"}, "paper", "resnet18-e2e-none-cifar10-s0-0e605264"),
+    ({"method": "forward_forward"}, "study", "lenet5-forward_forward-none-mnist5k-s0-b0316411"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("overrides, preset, run_id", RUN_ID_PINS)
+def test_run_ids_are_pinned(overrides, preset, run_id):
+    cfg = TrainConfig(**overrides) if preset is None else TrainConfig.preset(preset, **overrides)
+    assert cfg.run_id() == run_id
+    for perms in (1, 3, 7):  # the floor's permutations never change the id
+        assert dataclasses.replace(cfg, floor_perms=perms).run_id() == run_id
 
 
 # ---------------------------------------------------------------- weight schedule

@@ -219,7 +219,9 @@ def test_fit_then_compress_thresholds_and_fit_phase() -> None:
     # layer-wise last block: falls from its value at initialization, nHSIC(Y;Z) at its maximum
     lw = describe.fit_then_compress(layers, method="layerwise")
     assert lw["fit_phase"] is False and lw["holds"] is True
-    assert describe.fit_then_compress(layers, method="layerwise", require_fit=True)["holds"] is False
+    assert (
+        describe.fit_then_compress(layers, method="layerwise", require_fit=True)["holds"] is False
+    )
 
 
 def test_fit_then_compress_needs_label_information_kept() -> None:
