@@ -1,9 +1,10 @@
-"""Command line: ``python -m ibstudy run | train | measure | sweep``.
+"""Command line: ``python -m ibstudy run | train | measure | sweep | report``.
 
 - ``run``: execute notebooks headlessly with papermill (``make study``);
 - ``train``: train one run and record the plane every epoch (every TrainConfig field is an option);
 - ``measure``: re-measure a stored run under another estimator (docs/method.md §10), no retraining;
-- ``sweep``: a grid of training runs (comma lists per option), run one after another or printed.
+- ``sweep``: a grid of training runs (comma lists per option), run one after another or printed;
+- ``report``: the findings block of the README, rendered from notebook 06's tables.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import sys
 from typing import Any
 
 from ibstudy.config import ESTIMATORS, PRESETS, MeasureConfig, TrainConfig
+from ibstudy.report import add_report_parser
 from ibstudy.run import add_run_parser
 from ibstudy.sweep import add_sweep_parser
 
@@ -176,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     add_train_parser(sub)
     add_measure_parser(sub)
     add_sweep_parser(sub)
+    add_report_parser(sub)
     args = parser.parse_args(argv)
     return int(args.func(args))
 

@@ -36,6 +36,7 @@ __all__ = [
     "NotMeasured",
     "RunView",
     "assess",
+    "claims_table",
     "register",
     "seed_pairs",
     "windows",
@@ -623,3 +624,56 @@ def assess(
         for c, e, p in zip(table["claim"], table["estimate"], table["p_holm"], strict=True)
     ]
     return table[ASSESS_COLUMNS]
+
+
+def _one_seed(candidate: Arm, baseline: Arm, names: list[str]) -> pd.DataFrame:
+    """The contrasts of a single shared seed, without interval or verdict (not measured)."""
+    rows = []
+    for name in names:
+        claim = CLAIMS[name]
+        estimate = math.nan
+        if claim.statistic is not None:
+            estimate = float(claim.per_seed(candidate, baseline)["difference"].iloc[0])
+        rows.append({
+            "claim": name, "statement": claim.statement, "contrast": claim.contrast,
+            "candidate": candidate.name, "baseline": baseline.name, "n": 1,
+            "estimate": estimate, "ci_low": math.nan, "ci_high": math.nan, "p": math.nan,
+            "p_holm": math.nan, "verdict": "not measured",
+            "direction": "> 0" if claim.direction > 0 else "< 0", "unit": claim.unit,
+            "per_seed": "", "detail": "",
+            "reason": "1 seed: the contrast of that seed, no interval (a seed-paired analysis "
+            "needs >= 2 seeds)",
+        })  # fmt: skip
+    return pd.DataFrame(rows, columns=ASSESS_COLUMNS)
+
+
+def claims_table(
+    layers: pd.DataFrame,
+    epochs: pd.DataFrame | None = None,
+    outcomes: pd.DataFrame | None = None,
+    *,
+    candidate: dict[str, object] | None = None,
+    baselines: Sequence[dict[str, object]] = ({"method": "layerwise", "head": "linear"},),
+    claims: Iterable[str] | None = None,
+) -> pd.DataFrame:
+    """:func:`assess` of ``candidate`` (default E2E) against every baseline present in the tables
+    (each its own Holm family); with a single shared seed, the per-seed contrasts with verdict
+    "not measured" and the reason (notebooks at the quick preset). Columns: :data:`ASSESS_COLUMNS`."""
+    names = list(CLAIMS) if claims is None else list(claims)
+    where = candidate or {"method": "e2e"}
+    first = Arm.select(layers, epochs, outcomes, **where)
+    parts = []
+    for spec in baselines:
+        present = pd.Series(True, index=layers.index)
+        for column, value in spec.items():
+            present &= layers[column] == value if column in layers.columns else False
+        if not present.any():
+            continue
+        other = Arm.select(layers, epochs, outcomes, **spec)
+        if len(first.seeds) == 1 and first.seeds == other.seeds:
+            parts.append(_one_seed(first, other, names))
+        else:
+            parts.append(assess(first, other, names))
+    if not parts:
+        raise ValueError(f"none of the baselines {list(baselines)} is in the tables")
+    return pd.concat(parts, ignore_index=True)

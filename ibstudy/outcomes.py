@@ -22,6 +22,7 @@ from ibstudy.store import Run, atomic_write
 __all__ = [
     "ARGMAX_METHODS",
     "OUTCOME_COLUMNS",
+    "outcomes_for",
     "outcomes_path",
     "outcomes_table",
     "summarize",
@@ -158,3 +159,17 @@ def summarize(outcomes: pd.DataFrame) -> pd.DataFrame:
     return grouped.agg(
         accuracy=("correct", "mean"), test_loss=("loss", "mean"), n_images=("correct", "size")
     ).reset_index()
+
+
+def outcomes_for(run_ids: Iterable[str], runs_dir: str | os.PathLike[str]) -> pd.DataFrame | None:
+    """Final-epoch outcomes of the named runs stored under ``runs_dir`` (a study's
+    ``results/runs``), skipping runs whose folder is absent or whose method has no argmax
+    prediction; None when none qualifies."""
+    runs = []
+    for run_id in dict.fromkeys(str(r) for r in run_ids):
+        path = Path(runs_dir) / run_id
+        if (path / "config.json").exists():
+            run = Run.load(path)
+            if run.config.method in ARGMAX_METHODS and run.stored_epochs():
+                runs.append(run)
+    return outcomes_table(runs) if runs else None

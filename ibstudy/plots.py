@@ -50,6 +50,7 @@ __all__ = [
     "plot_probe_curves",
     "plot_accuracy",
     "plot_trajectories_over_epochs",
+    "plot_forest",
     "save_figure",
 ]
 
@@ -705,6 +706,63 @@ def plot_trajectories_over_epochs(
     fig.axes[0].set_ylabel(TRAJECTORY_VALUES[value])
     handles = [Line2D([], [], color=color_of[i], marker=".", label=n) for i, n in order]
     fig.legend(handles=handles, loc="outside right upper", title="layer", frameon=False)
+    return fig
+
+
+FOREST_COLUMNS = ("claim", "estimate", "ci_low", "ci_high", "verdict")
+#: colour of each verdict in the forest plot
+VERDICT_COLORS = {
+    "supported": "#1b7837",
+    "contradicted": "#b2182b",
+    "inconclusive": "0.35",
+    "not measured": "0.75",
+}
+
+
+def plot_forest(
+    estimates: pd.DataFrame, *, by: str = "baseline", panel_size: float = 3.0
+) -> Figure:
+    """One panel per claim: each row of ``by`` (an estimator, a baseline) as its effect with the 95 %
+    interval, a line at 0 (no effect), colour = verdict; the claimed direction in the panel title.
+
+    ``estimates`` has :func:`ibstudy.claims.assess`'s columns (``direction`` optional) plus ``by``;
+    rows without an estimate are listed as "not measured" at 0 without a bar."""
+    _check_table(estimates, (*FOREST_COLUMNS, by), "estimates")
+    _check_positive(panel_size, "panel_size")
+    claims = list(dict.fromkeys(estimates["claim"]))
+    labels = list(dict.fromkeys(estimates[by].astype(str)))
+    ncols = min(3, len(claims))
+    nrows = math.ceil(len(claims) / ncols)
+    height = max(1.6, 0.35 * len(labels) + 1.0)
+    fig = _new_figure(nrows, ncols, (panel_size * ncols + 1.5, height * nrows))
+    axes = _grid_axes(fig, nrows, ncols)
+    for k, claim in enumerate(claims):
+        ax = axes.flat[k]
+        sub = estimates[estimates["claim"] == claim]
+        for _, row in sub.iterrows():
+            y = labels.index(str(row[by]))
+            est, low, high = (float(row[c]) for c in ("estimate", "ci_low", "ci_high"))
+            color = VERDICT_COLORS.get(str(row["verdict"]), "0.35")
+            if math.isfinite(est):
+                if math.isfinite(low) and math.isfinite(high):
+                    ax.plot([low, high], [y, y], color=color, lw=2, solid_capstyle="butt")
+                ax.plot([est], [y], "o", color=color, ms=5)
+            else:
+                ax.text(0, y, "not measured", color=color, ha="center", va="center", fontsize=7)
+        ax.axvline(0.0, color="0.2", lw=0.8, ls="--")
+        ax.set_yticks(range(len(labels)))
+        ax.set_yticklabels(labels if k % ncols == 0 else [], fontsize=8)
+        ax.set_ylim(len(labels) - 0.5, -0.5)
+        direction = str(sub["direction"].iloc[0]) if "direction" in sub.columns else ""
+        unit = str(sub["unit"].iloc[0]) if "unit" in sub.columns else "effect"
+        ax.set_title(f"{claim} (claimed {direction})" if direction else claim, fontsize=9)
+        ax.set_xlabel(unit, fontsize=8)
+    for ax in axes.flat[len(claims) :]:
+        ax.set_visible(False)
+    handles = [
+        Line2D([], [], color=c, marker="o", lw=2, label=v) for v, c in VERDICT_COLORS.items()
+    ]
+    fig.legend(handles=handles, loc="outside right upper", title="verdict", frameon=False)
     return fig
 
 

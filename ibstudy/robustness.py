@@ -150,11 +150,12 @@ def claims_by_estimator(
 ) -> pd.DataFrame:
     """The registered claims under every estimator (sensitivity analyses, docs/method.md §12): one
     row per claim and estimator with the effect of E2E against ``baseline`` (columns to select it;
-    default layer-wise with linear heads), its 95 % interval and verdict (:func:`ibstudy.claims.assess`).
+    default layer-wise with linear heads), its 95 % interval and verdict (:func:`ibstudy.claims.claims_table`: with one seed the
+    contrast alone, not measured).
 
     Each table in ``tables`` is one estimator's measurement of the same runs (joined with the
     probe columns where C4b needs them)."""
-    from ibstudy.claims import Arm, assess
+    from ibstudy.claims import claims_table
 
     if not tables:
         raise ValueError("tables must map at least one estimator label to a measurement table")
@@ -162,7 +163,6 @@ def claims_by_estimator(
     parts = []
     for label, table in tables.items():
         check_table(table, [c for c in MEASURE_COLUMNS if c != "floor_seed"], label)
-        e2e = Arm.select(table, epochs, name="e2e", method="e2e")
-        other = Arm.select(table, epochs, **where)
-        parts.append(assess(e2e, other).assign(estimator=label))
+        result = claims_table(table, epochs, candidate={"method": "e2e"}, baselines=[where])
+        parts.append(result.assign(estimator=label))
     return pd.concat(parts, ignore_index=True)

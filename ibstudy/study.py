@@ -184,6 +184,21 @@ def read_tables(
     return pd.read_csv(paths[0]), pd.read_csv(paths[1])
 
 
+def read_pooled_tables(
+    names: Sequence[str], *, results_dir: str = "results"
+) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+    """The tables of several notebooks of one study concatenated, a run that several wrote counted
+    once (e.g. notebook 02's runs with notebook 03's MLP-head runs); None when none has run."""
+    found = [t for t in (read_tables(n, results_dir=results_dir) for n in names) if t is not None]
+    if not found:
+        return None
+    epochs = pd.concat([t[0] for t in found], ignore_index=True)
+    layers = pd.concat([t[1] for t in found], ignore_index=True)
+    epochs = epochs.drop_duplicates(subset=["run", "epoch"], ignore_index=True)
+    layers = layers.drop_duplicates(subset=["run", "epoch", "layer"], ignore_index=True)
+    return epochs, layers
+
+
 def notebook_params(namespace: Mapping[str, Any]) -> dict[str, Any]:
     """The entries of a notebook's namespace that :func:`run_study` takes: ``preset``,
     ``results_dir`` and every TrainConfig field (pass ``globals()`` after the parameters cell)."""

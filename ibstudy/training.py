@@ -666,7 +666,7 @@ def _clear_run(path: Path) -> None:
     """Remove a run's files (overwrite=True): checkpoint, tables, config, weights and caches."""
     for name in ("checkpoint.pt", "epochs.csv", "layers.csv", "config.json"):
         (path / name).unlink(missing_ok=True)
-    for folder in ("weights", "measures"):
+    for folder in ("weights", "measures", "outcomes"):
         shutil.rmtree(path / folder, ignore_errors=True)
 
 

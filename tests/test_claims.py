@@ -366,3 +366,24 @@ def test_two_runs_for_one_seed_and_bad_arguments() -> None:
         assess(e2e, lw, alpha=0.0)
     with pytest.raises(ValueError, match="non-empty str"):
         Arm("", e2e.layers)
+
+
+def test_claims_table_per_baseline_and_with_one_seed() -> None:
+    e2e, lw = arms()
+    mlp = lw.layers.assign(head="mlp", run=lw.layers["run"] + "-mlp")
+    mlp_ep = lw.epochs.assign(head="mlp", run=lw.epochs["run"] + "-mlp")
+    layers = pd.concat([e2e.layers, lw.layers, mlp], ignore_index=True)
+    epochs = pd.concat([e2e.epochs, lw.epochs, mlp_ep], ignore_index=True)
+    table = claims.claims_table(
+        layers,
+        epochs,
+        baselines=[{"method": "layerwise", "head": h} for h in ("linear", "mlp", "x")],
+    )
+    assert list(pd.unique(table["baseline"])) == ["layerwise/linear", "layerwise/mlp"]
+    assert (table.groupby("baseline")["verdict"].apply(list).map(len) == 6).all()
+    one = claims.claims_table(layers[layers["seed"] == 2], epochs[epochs["seed"] == 2])
+    assert set(one["verdict"]) == {"not measured"} and (one["n"] == 1).all()
+    c1 = one.set_index("claim").loc["C1"]
+    assert c1["estimate"] > 1 and "1 seed" in c1["reason"]
+    with pytest.raises(ValueError, match="none of the baselines"):
+        claims.claims_table(layers, epochs, baselines=[{"method": "forward_forward"}])

@@ -176,6 +176,15 @@ def test_a_real_forward_forward_run_is_refused(tmp_path):
     run = train(cfg, progress=False)
     with pytest.raises(ValueError, match="method 'forward_forward' does not predict"):
         outcomes.test_outcomes(run)
+    # a study's outcomes skip it (and names of folders that do not exist)
+    assert outcomes.outcomes_for([run.path.name, "no-such-run"], run.path.parent) is None
+
+
+def test_outcomes_for_a_study_folder(runs):
+    folder = runs[0].path.parent
+    table = outcomes.outcomes_for([r.path.name for r in runs] * 2, folder)
+    assert list(pd.unique(table["run"])) == [r.path.name for r in runs]
+    assert table.groupby("run")["epoch"].first().tolist() == [2, 1]  # each run's last epoch
 
 
 def test_test_outcomes_is_not_collected_as_a_test():

@@ -368,3 +368,36 @@ def test_save_figure_rejects_bad_names(layers, tmp_path, name):
         plots.save_figure(Figure(), name, tmp_path)
     with pytest.raises(ValueError, match="fig must be a matplotlib Figure"):
         plots.save_figure("not a figure", "x", tmp_path)  # type: ignore[arg-type]
+
+
+def test_plot_forest_draws_each_interval_and_verdict(tmp_path):
+    rows = []
+    for estimator, shift in (("paper", 0.0), ("median", -1.0)):
+        for claim, est in (("C1", 1.0), ("C4a", 0.01)):
+            rows.append({
+                "claim": claim, "estimator": estimator, "estimate": est + shift * est,
+                "ci_low": est / 2 + shift * est, "ci_high": 1.5 * est + shift * est,
+                "verdict": "supported" if shift == 0 else "inconclusive", "direction": "> 0",
+                "unit": "u",
+            })  # fmt: skip
+    rows.append({"claim": "C3", "estimator": "paper", "estimate": float("nan"),
+                 "ci_low": float("nan"), "ci_high": float("nan"), "verdict": "not measured",
+                 "direction": "> 0", "unit": "u"})  # fmt: skip
+    table = pd.DataFrame(rows)
+    fig = plots.plot_forest(table, by="estimator")
+    visible = [ax for ax in fig.axes if ax.get_visible() and ax.get_title()]
+    assert [ax.get_title() for ax in visible] == [
+        "C1 (claimed > 0)",
+        "C4a (claimed > 0)",
+        "C3 (claimed > 0)",
+    ]
+    c1 = visible[0]
+    # one interval line and one point per estimator, plus the zero line
+    segments = [line.get_xdata() for line in c1.get_lines() if len(line.get_xdata()) == 2]
+    assert (0.5, 1.5) in [tuple(s) for s in segments]  # paper's interval
+    assert (-0.5, 0.5) in [tuple(s) for s in segments]  # median: estimate 0, [-0.5, 0.5]
+    assert [t.get_text() for t in visible[2].texts] == ["not measured"]
+    plots.save_figure(fig, "forest", tmp_path)
+    assert (tmp_path / "forest.png").stat().st_size > 1000
+    with pytest.raises(ValueError, match="lacks required column"):
+        plots.plot_forest(table.drop(columns="ci_low"), by="estimator")

@@ -139,3 +139,18 @@ def test_notebook_params_and_run_study_input():
         run_study("a/b", [dict(method="e2e")])
     with pytest.raises(ValueError, match="method must be one of"):
         run_study("02_x", [dict(method="greedy")])
+
+
+def test_read_pooled_tables_counts_a_shared_run_once(tmp_path):
+    from ibstudy.study import read_pooled_tables, write_tables
+
+    t = _measured(
+        {"e2e": [3, 2, 1], "layerwise": [3, 2, 1]}, {"e2e": [1] * 3, "layerwise": [1] * 3}
+    )
+    epochs = t[["run", "method", "head", "seed", "epoch"]].drop_duplicates().assign(test_acc=0.9)
+    write_tables("a", epochs, t, results_dir=str(tmp_path), scale="s")
+    lw = t["method"] == "layerwise"
+    write_tables("b", epochs[epochs["method"] == "layerwise"], t[lw], results_dir=str(tmp_path))
+    pooled_epochs, pooled_layers = read_pooled_tables(["a", "b", "c"], results_dir=str(tmp_path))
+    assert len(pooled_layers) == len(t) and len(pooled_epochs) == len(epochs)
+    assert read_pooled_tables(["c"], results_dir=str(tmp_path)) is None
