@@ -173,4 +173,5 @@ def paired_power(d: float, n: int, alpha: float = ALPHA) -> float:
     df = n - 1
     crit = float(stats.t.ppf(1 - alpha / 2, df))
     nc = d * math.sqrt(n)
-    return float(stats.nct.sf(crit, df, nc) + stats.nct.cdf(-crit, df, nc))
+    # both tails as upper tails (the lower one by symmetry: nct.cdf is NaN far in its tail)
+    return float(stats.nct.sf(crit, df, nc) + stats.nct.sf(crit, df, -nc))

@@ -51,6 +51,7 @@ __all__ = [
     "plot_accuracy",
     "plot_trajectories_over_epochs",
     "plot_forest",
+    "plot_compression_vs_outcomes",
     "save_figure",
 ]
 
@@ -763,6 +764,49 @@ def plot_forest(
         Line2D([], [], color=c, marker="o", lw=2, label=v) for v, c in VERDICT_COLORS.items()
     ]
     fig.legend(handles=handles, loc="outside right upper", title="verdict", frameon=False)
+    return fig
+
+
+OUTCOME_LABELS = {"gap": "train - test accuracy", "test_loss": "test loss"}
+
+
+def plot_compression_vs_outcomes(points: pd.DataFrame, *, panel_size: float = 3.2) -> Figure:
+    """C3b's runs: middle-layer compression (x) against each outcome (rows: gap, test loss) per
+    study (columns), one colour per method/head; a panel without a finite point says why.
+
+    ``points`` is :func:`ibstudy.generalization.compression_vs_gap`'s table plus a ``study`` column."""
+    _check_table(points, ("study", "method", "head", "middle_compression", "gap"), "points")
+    _check_positive(panel_size, "panel_size")
+    outcomes = [o for o in OUTCOME_LABELS if o in points.columns]
+    studies = list(dict.fromkeys(points["study"]))
+    labels = list(dict.fromkeys(points["method"].astype(str) + "/" + points["head"].astype(str)))
+    palette = dict(zip(labels, sns.color_palette("colorblind", len(labels)), strict=True))
+    fig = _new_figure(len(outcomes), len(studies), (panel_size * len(studies) + 1.8,
+                                                    panel_size * len(outcomes)))  # fmt: skip
+    axes = _grid_axes(fig, len(outcomes), len(studies))
+    for r, outcome in enumerate(outcomes):
+        for c, study in enumerate(studies):
+            ax = axes[r, c]
+            sub = points[points["study"] == study]
+            x = pd.to_numeric(sub["middle_compression"], errors="coerce")
+            y = pd.to_numeric(sub[outcome], errors="coerce")
+            ok = x.notna() & y.notna()
+            for label in labels:
+                mine = ok & ((sub["method"].astype(str) + "/" + sub["head"].astype(str)) == label)
+                if mine.any():
+                    ax.scatter(x[mine], y[mine], color=palette[label], s=30, edgecolor=_EDGE,
+                               linewidth=0.3, label=label)  # fmt: skip
+            if not ok.any():
+                ax.text(0.5, 0.5, "no run with a middle-layer compression\n(needs >= 10 epochs, "
+                        "3 blocks, floors)", transform=ax.transAxes, ha="center", va="center",
+                        fontsize=7)  # fmt: skip
+            ax.set_title(study if r == 0 else "", fontsize=9)
+            ax.set_xlabel(
+                "middle-layer compression above the floor" if r == len(outcomes) - 1 else ""
+            )
+            ax.set_ylabel(OUTCOME_LABELS[outcome] if c == 0 else "")
+    handles = [Line2D([], [], color=palette[lab], marker="o", lw=0, label=lab) for lab in labels]
+    fig.legend(handles=handles, loc="outside right upper", title="method/head", frameon=False)
     return fig
 
 

@@ -115,6 +115,9 @@ def test_paired_power_matches_simulation() -> None:
     hits = sum(E.paired_effect(rng.normal(d, 1.0, n)).p < 0.05 for _ in range(4000))
     assert E.paired_power(d, n) == pytest.approx(hits / 4000, abs=0.03)
     assert E.paired_power(0.0, n) == pytest.approx(0.05, abs=1e-9)
+    # far in the tail (scipy's nct.cdf gives NaN there): finite and near 1
+    assert E.paired_power(4.0, 5, 0.05 / 6) == pytest.approx(0.983, abs=0.002)
+    assert E.paired_power(3.5, 20) == pytest.approx(1.0, abs=1e-6)
 
 
 def test_fisher_interval_contains_r() -> None:

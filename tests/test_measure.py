@@ -297,17 +297,17 @@ def test_measure_nan_free(stored):
     assert ((table["nhsic_xz"] >= 0) & (table["nhsic_xz"] <= 1)).all()
 
 
-def test_plots_and_claims_take_any_measure_table(stored):
+def test_plots_and_descriptions_take_any_measure_table(stored):
     from matplotlib.figure import Figure
 
-    from ibstudy import claims, plots
+    from ibstudy import describe, plots
 
     median = measure(stored, MeasureConfig(eval_size=256, chunk_size=128, bandwidth="median"))
     assert isinstance(plots.plot_plane(median), Figure)
-    profile = claims.depth_profile(median)
+    profile = describe.depth_profile(median)
     assert list(profile["layer"]) == ["conv1", "conv2", "fc1", "fc2", "logits"]
     mixed = pd.concat([median, stored.layers], ignore_index=True)
     with pytest.raises(ValueError, match="mixes 2 estimators"):
         plots.plot_plane(mixed)
     with pytest.raises(ValueError, match="mixes 2 estimators"):
-        claims.depth_profile(mixed)
+        describe.depth_profile(mixed)

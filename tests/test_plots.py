@@ -401,3 +401,20 @@ def test_plot_forest_draws_each_interval_and_verdict(tmp_path):
     assert (tmp_path / "forest.png").stat().st_size > 1000
     with pytest.raises(ValueError, match="lacks required column"):
         plots.plot_forest(table.drop(columns="ci_low"), by="estimator")
+
+
+def test_plot_compression_vs_outcomes_panels_and_empty_study():
+    points = pd.DataFrame({
+        "study": ["A", "A", "A", "B"], "method": ["e2e", "e2e", "layerwise", "e2e"],
+        "head": ["none", "none", "linear", "none"], "middle_compression": [0.2, 0.4, 0.1, float("nan")],
+        "gap": [0.03, 0.02, 0.04, 0.05], "test_loss": [0.1, 0.09, 0.12, float("nan")],
+    })  # fmt: skip
+    fig = plots.plot_compression_vs_outcomes(points)
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(axes) == 4  # gap and test loss x studies A and B
+    a_gap = axes[0]
+    offsets = np.concatenate([c.get_offsets() for c in a_gap.collections])
+    assert sorted(map(tuple, offsets)) == [(0.1, 0.04), (0.2, 0.03), (0.4, 0.02)]
+    assert "no run with a middle-layer compression" in axes[1].texts[0].get_text()
+    with pytest.raises(ValueError, match="lacks required column"):
+        plots.plot_compression_vs_outcomes(points.drop(columns="gap"))

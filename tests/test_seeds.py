@@ -1,5 +1,5 @@
-"""Several seeds: aggregation (tables.seed_mean, claims.accuracy_summary), per-seed verdicts
-(claims.claims_per_seed), seed bands in the plane, run_study(seeds=...), the study preset."""
+"""Several seeds: aggregation (tables.seed_mean, describe.accuracy_summary), seed bands in the plane,
+run_study(seeds=...), the study preset (seed-paired claims: tests/test_claims.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from ibstudy import claims, plots
+from ibstudy import describe, plots
 from ibstudy.config import TrainConfig, scaled_milestones
 from ibstudy.study import run_study
 from ibstudy.tables import seed_mean
@@ -69,47 +69,16 @@ def test_accuracy_summary_mean_std_and_readouts():
         {("e2e", 0): 0.90, ("e2e", 1): 0.92, ("layerwise", 0): 0.80, ("layerwise", 1): 0.84}
     )
     lay = _layers({("e2e", 0): 1, ("e2e", 1): 1, ("layerwise", 0): 1, ("layerwise", 1): 1})
-    per_run = claims.accuracy_table(ep, lay)
+    per_run = describe.accuracy_table(ep, lay)
     assert set(per_run["seed"]) == {0, 1}
     assert (per_run["last_head_test_acc"] == 0.9).all()  # the last block's (b2) own head
-    summary = claims.accuracy_summary(ep, lay).set_index("method")
+    summary = describe.accuracy_summary(ep, lay).set_index("method")
     assert summary.loc["e2e", "n_seeds"] == 2
     assert summary.loc["e2e", "final_test_acc_mean"] == pytest.approx(0.91)
     assert summary.loc["layerwise", "final_test_acc_std"] == pytest.approx(
         np.std([0.8, 0.84], ddof=1)
     )
     assert summary.loc["e2e", "final_test_acc"] == "0.910 +- 0.014"
-
-
-def test_claims_per_seed_counts_k_of_n():
-    # C1 (layer-wise decays faster with depth) holds for seeds 0 and 1, not for seed 2
-    decay = {("e2e", s): 0.9 for s in range(3)}
-    decay.update({("layerwise", 0): 0.5, ("layerwise", 1): 0.6, ("layerwise", 2): 0.95})
-    acc = {k: 0.9 for k in decay}
-    table = claims.claims_per_seed(_layers(decay), _epochs(acc), scale="synthetic").set_index(
-        "claim"
-    )
-    assert table.loc["C1", "summary"] == "holds in 2 of 3 seeds"
-    assert table.loc["C1", "holds"] == 2 and table.loc["C1", "seeds"] == 3
-    assert "seed 2: does not hold" in table.loc["C1", "verdicts"]
-    assert list(table.index) == ["C1", "C2", "C3", "C4a", "C4b"]
-    # the verdict's number pooled over seeds: mean +- std of the per-seed values
-    per_seed = [
-        claims.claims_table(
-            _layers(decay)[lambda d, s=s: d["seed"] == s], None, scale="s"
-        ).set_index("claim").loc["C1", "stat"]
-        for s in range(3)
-    ]  # fmt: skip
-    assert table.loc["C1", "stat_mean"] == pytest.approx(np.mean(per_seed))
-    assert table.loc["C1", "stat_std"] == pytest.approx(np.std(per_seed, ddof=1))
-    assert table.loc["C1", "evidence_summary"].startswith("mean z, deeper blocks: ")
-    assert table.loc["C1", "evidence_summary"].endswith("(n=3)")
-
-
-def test_claims_per_seed_needs_shared_seeds():
-    t = _layers({("e2e", 0): 0.9, ("layerwise", 1): 0.5})
-    with pytest.raises(ValueError, match="no seed has both an e2e run and a layerwise/linear run"):
-        claims.claims_per_seed(t, None, scale="s")
 
 
 def test_plane_seed_mean_band():
