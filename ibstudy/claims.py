@@ -24,7 +24,16 @@ import pandas as pd
 
 from ibstudy.checks import check_real
 from ibstudy.describe import excess
-from ibstudy.estimates import ALPHA, Effect, holm, mcnemar, paired_effect, stratified_slope, verdict
+from ibstudy.estimates import (
+    ALPHA,
+    Effect,
+    holm,
+    mcnemar,
+    paired_effect,
+    paired_power,
+    stratified_slope,
+    verdict,
+)
 from ibstudy.tables import blocks as block_rows
 from ibstudy.tables import check_one_estimator, check_table
 
@@ -576,8 +585,18 @@ register(Claim(
 
 ASSESS_COLUMNS = [
     "claim", "statement", "contrast", "candidate", "baseline", "n", "estimate", "ci_low",
-    "ci_high", "p", "p_holm", "verdict", "direction", "unit", "per_seed", "detail", "reason",
+    "ci_high", "p", "p_holm", "verdict", "d", "power", "direction", "unit", "per_seed", "detail",
+    "reason",
 ]  # fmt: skip
+
+
+def _standardized(effect: Effect | None, claim: Claim, alpha: float) -> dict[str, float]:
+    """A seed-paired effect in standard deviations of its differences (d) and the power of the
+    paired t at level alpha against a true effect of that size (NaN for across-run claims)."""
+    if effect is None or claim.statistic is None or not (effect.se > 0 and effect.n >= 2):
+        return {"d": math.nan, "power": math.nan}
+    d = effect.estimate / (effect.se * math.sqrt(effect.n))
+    return {"d": d, "power": paired_power(abs(d), effect.n, alpha)}
 
 
 def assess(
@@ -589,7 +608,8 @@ def assess(
     level: float = 0.95,
 ) -> pd.DataFrame:
     """Every claim (or those named) of ``candidate`` against ``baseline``: effect, 95 % interval,
-    p, Holm-adjusted p over the claims measured here, and the verdict (docs/method.md §12).
+    p, Holm-adjusted p over the claims measured here, the verdict (docs/method.md §12), and for
+    seed-paired claims the standardized effect ``d`` with the paired t's power at it.
 
     ValueError before any work for unknown claims, fewer than 2 shared seeds, seeds on one side
     only, or arms that mix estimators or scales. Columns: :data:`ASSESS_COLUMNS`."""
@@ -614,6 +634,7 @@ def assess(
             "ci_low": effect.ci_low if effect else math.nan,
             "ci_high": effect.ci_high if effect else math.nan,
             "p": effect.p if effect else math.nan,
+            **_standardized(effect, claim, alpha),
             "direction": "> 0" if claim.direction > 0 else "< 0", "unit": claim.unit,
             "per_seed": result.per_seed, "detail": result.detail, "reason": result.reason,
         })  # fmt: skip
@@ -638,7 +659,7 @@ def _one_seed(candidate: Arm, baseline: Arm, names: list[str]) -> pd.DataFrame:
             "claim": name, "statement": claim.statement, "contrast": claim.contrast,
             "candidate": candidate.name, "baseline": baseline.name, "n": 1,
             "estimate": estimate, "ci_low": math.nan, "ci_high": math.nan, "p": math.nan,
-            "p_holm": math.nan, "verdict": "not measured",
+            "p_holm": math.nan, "verdict": "not measured", "d": math.nan, "power": math.nan,
             "direction": "> 0" if claim.direction > 0 else "< 0", "unit": claim.unit,
             "per_seed": "", "detail": "",
             "reason": "1 seed: the contrast of that seed, no interval (a seed-paired analysis "

@@ -246,7 +246,9 @@ def fit_then_compress(
     min_epochs: int = 3,
     require_fit: bool = False,
 ) -> dict[str, object]:
-    """Claim C3 on one run's layer: does nHSIC(X;Z) rise, then fall, while nHSIC(Y;Z) stays high?
+    """A description of one run's layer: does its raw nHSIC(X;Z) rise, then fall, while nHSIC(Y;Z)
+    stays high? Not claim C3's verdict (that is a contrast across seeds, :mod:`ibstudy.claims`):
+    this reads one noisy trajectory with a peak rule, for notebooks that show a single run.
 
     ``layer`` defaults to the last block (the layer just before ``"logits"``): the last hidden
     representation Z_L, which both methods train differently; pass ``layer="logits"`` for the output.

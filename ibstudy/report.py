@@ -59,12 +59,13 @@ def findings_markdown(effects: pd.DataFrame, accuracy: pd.DataFrame | None = Non
     check_table(effects, ("study", "baseline", "claim", "contrast", "n", "estimate", "ci_low",
                           "ci_high", "verdict", "scale"), "effects")  # fmt: skip
     comparisons = list(dict.fromkeys(zip(effects["study"], effects["baseline"], strict=True)))
-    seeds = {
-        c: int(effects[(effects["study"] == c[0]) & (effects["baseline"] == c[1])]["n"].max())
-        for c in comparisons
-    }
+    seeds = {}
+    for study, base in comparisons:  # the seed-paired claims' n (C3b's n counts runs)
+        n = effects[(effects["study"] == study) & (effects["baseline"] == base)]["n"]
+        seeds[(study, base)] = int(n[n > 0].min()) if (n > 0).any() else 0
     header = ["claim", "contrast (E2E − baseline)"] + [
-        f"{study}: vs {base} ({seeds[(study, base)]} seeds)" for study, base in comparisons
+        f"{study}: vs {base} ({seeds[(study, base)]} seed{'s' if seeds[(study, base)] != 1 else ''})"
+        for study, base in comparisons
     ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for claim in dict.fromkeys(effects["claim"]):
@@ -85,12 +86,9 @@ def findings_markdown(effects: pd.DataFrame, accuracy: pd.DataFrame | None = Non
             parts = []
             for r in group.itertuples():
                 label = r.method if r.head in ("none", None) else f"{r.method}/{r.head}"
-                std = (
-                    f" ± {_num(r.final_test_acc_std)}"
-                    if math.isfinite(r.final_test_acc_std)
-                    else ""
-                )
-                parts.append(f"{label} {_num(r.final_test_acc_mean)}{std} (n={r.n_seeds})")
+                std = r.final_test_acc_std
+                spread = f" ± {std:.4f}" if math.isfinite(std) else ""
+                parts.append(f"{label} {r.final_test_acc_mean:.3f}{spread} (n={r.n_seeds})")
             out.append(
                 f"- {study} final test accuracy (mean ± std over seeds): " + "; ".join(parts) + "."
             )

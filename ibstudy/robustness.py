@@ -147,6 +147,7 @@ def claims_by_estimator(
     epochs: pd.DataFrame,
     *,
     baseline: Mapping[str, object] | None = None,
+    claims: Sequence[str] | None = ("C1", "C2", "C3", "C3b"),
 ) -> pd.DataFrame:
     """The registered claims under every estimator (sensitivity analyses, docs/method.md §12): one
     row per claim and estimator with the effect of E2E against ``baseline`` (columns to select it;
@@ -154,7 +155,8 @@ def claims_by_estimator(
     contrast alone, not measured).
 
     Each table in ``tables`` is one estimator's measurement of the same runs (joined with the
-    probe columns where C4b needs them)."""
+    probe columns where C4b needs them). ``claims`` defaults to those the estimator can change
+    (the plane's: C1, C2, C3, C3b), one Holm family per estimator; None takes every claim."""
     from ibstudy.claims import claims_table
 
     if not tables:
@@ -163,6 +165,8 @@ def claims_by_estimator(
     parts = []
     for label, table in tables.items():
         check_table(table, [c for c in MEASURE_COLUMNS if c != "floor_seed"], label)
-        result = claims_table(table, epochs, candidate={"method": "e2e"}, baselines=[where])
+        result = claims_table(
+            table, epochs, candidate={"method": "e2e"}, baselines=[where], claims=claims
+        )
         parts.append(result.assign(estimator=label))
     return pd.concat(parts, ignore_index=True)

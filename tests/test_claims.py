@@ -387,3 +387,15 @@ def test_claims_table_per_baseline_and_with_one_seed() -> None:
     assert c1["estimate"] > 1 and "1 seed" in c1["reason"]
     with pytest.raises(ValueError, match="none of the baselines"):
         claims.claims_table(layers, epochs, baselines=[{"method": "forward_forward"}])
+
+
+def test_standardized_effect_and_power_columns() -> None:
+    e2e, lw = arms()
+    table = assess(e2e, lw).set_index("claim")
+    diffs = claims.CLAIMS["C4a"].per_seed(e2e, lw)["difference"]
+    d = diffs.mean() / diffs.std(ddof=1)
+    assert table.loc["C4a", "d"] == pytest.approx(d)
+    from ibstudy.estimates import paired_power
+
+    assert table.loc["C4a", "power"] == pytest.approx(paired_power(abs(d), 5))
+    assert math.isnan(table.loc["C3b", "d"]) and math.isnan(table.loc["C3b", "power"])

@@ -217,3 +217,16 @@ def test_every_section_marks_its_sources() -> None:
         f"§{n}" for n, body in doc_sections().items() if not any(m in body for m in MARKERS)
     ]
     assert not unmarked, f"sections without a source marker {list(MARKERS)}: {unmarked}"
+
+
+def test_the_power_table_is_what_paired_power_gives():
+    from ibstudy.estimates import paired_power
+
+    text = (ROOT / "docs" / "method.md").read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| α = 0.05")]
+    header = next(line for line in text.splitlines() if line.startswith("| d | 0.5"))
+    ds = [float(v) for v in header.strip("|").split("|")[1:]]
+    assert len(rows) == 2 and len(ds) == 6
+    for line, alpha in zip(rows, (0.05, 0.05 / 6), strict=True):
+        values = [float(v) for v in line.strip("|").split("|")[1:]]
+        assert values == [round(paired_power(d, 5, alpha), 3) for d in ds]
