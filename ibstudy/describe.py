@@ -44,11 +44,6 @@ EPOCH_REQUIRED = ("run", "method", "head", "epoch", "train_acc", "test_acc")
 
 #: shape statistics of one trajectory (descriptions; no verdict turns on them)
 SHAPE_STATS = ("peak_frac_xz", "final_over_peak_xz", "final_yz_norm")
-_SHAPE_LABELS = {
-    "peak_frac_xz": "epoch of peak nHSIC(X;Z) (fraction of training)",
-    "final_over_peak_xz": "final/peak nHSIC(X;Z)",
-    "final_yz_norm": "final nHSIC(Y;Z)/(C-1)",
-}
 
 # ----------------------------------------------------------------------------------------------
 # validation and selection helpers
@@ -63,14 +58,6 @@ def _check_fraction(value: object, name: str) -> float:
 def _check_min_epochs(value: object) -> int:
     """``min_epochs`` as an int >= 2, or ValueError."""
     return check_int("min_epochs", value, minimum=2)
-
-
-def _label(key: tuple) -> str:
-    """``method/head`` for layer-wise runs, ``method`` for E2E (head "none")."""
-    method, head = key[1], key[2]
-    if pd.isna(head) or head == "none":
-        return str(method)
-    return f"{method}/{head}"
 
 
 def _fmt(value: float, spec: str = ".2f") -> str:
