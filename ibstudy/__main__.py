@@ -44,6 +44,10 @@ def _comma_list(cast: type, what: str, example: str) -> Any:
 
 _parse_ints = _comma_list(int, "integers", "5,10")
 _parse_floats = _comma_list(float, "numbers", "0.125,0.5")
+TRUST_HELP = (
+    "read a checkpoint.pt of the previous format, which needs unpickling: unpickling can execute "
+    "code, so only for run folders from a source you trust (a resume rewrites it in the safe format)"
+)
 
 
 def _add_field_options(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...]) -> None:
@@ -77,6 +81,7 @@ def add_train_parser(subparsers: Any) -> None:
     parser.add_argument("--preset", choices=PRESETS, default="quick", help="base settings")
     parser.add_argument("--resume", action="store_true", help="continue (or reuse) a stored run")
     parser.add_argument("--overwrite", action="store_true", help="replace a stored run")
+    parser.add_argument("--trust-checkpoint", action="store_true", help=TRUST_HELP)
     parser.add_argument(
         "--no-progress", action="store_true",
         help="no progress output (without a terminal, progress is printed as plain lines)",
@@ -100,7 +105,7 @@ def _train_main(args: argparse.Namespace) -> int:
         cfg = TrainConfig.preset(args.preset, **overrides)
         run = train(
             cfg, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress,
-            stop_after=args.stop_after,
+            stop_after=args.stop_after, trust=args.trust_checkpoint,
         )  # fmt: skip
     except (ValueError, TrainingDiverged, OSError) as exc:  # OSError: missing data, disk full
         shutdown()
@@ -139,6 +144,7 @@ def add_measure_parser(subparsers: Any) -> None:
     )  # fmt: skip
     parser.add_argument("--device", default="cpu", help="auto | cpu | cuda[:k] | mps (default cpu)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--trust-checkpoint", action="store_true", help=TRUST_HELP)
     _add_field_options(parser, MeasureConfig, ())
     parser.set_defaults(func=_measure_main)
 
@@ -148,7 +154,7 @@ def _measure_main(args: argparse.Namespace) -> int:
     from ibstudy.store import Run
 
     try:
-        run = Run.load(args.run_dir)
+        run = Run.load(args.run_dir, trust=args.trust_checkpoint)
         own = run.config.measure_config().to_dict()
         given = {
             f.name: getattr(args, f.name)

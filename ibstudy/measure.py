@@ -144,6 +144,7 @@ def measure(
     *,
     device: str = "cpu",
     progress: bool = False,
+    trust: bool = False,
 ) -> pd.DataFrame:
     """Measure a stored run's layers at ``epochs`` (None: every stored epoch) under ``mcfg``.
 
@@ -151,9 +152,12 @@ def measure(
     ``<run>/measures/<measure_id>.csv`` (written atomically; a second call reads the cache) and
     returned as a tidy table with :data:`ibstudy.tables.MEASURE_COLUMNS`. Bad settings and missing
     weights raise ``ValueError`` before any model is loaded; training files are never modified.
+    Nothing is unpickled: weights are read with torch's weights-only loader (a damaged file raises
+    ValueError naming it), and a previous-format checkpoint that :meth:`Run.load` would need to
+    repair the tables is refused unless ``trust=True`` (docs/method.md §10, trust model).
     """
     if not isinstance(run, Run):
-        run = Run.load(run)
+        run = Run.load(run, trust=trust)
     cfg = run.config
     mcfg = cfg.measure_config() if mcfg is None else mcfg
     if not isinstance(mcfg, MeasureConfig):

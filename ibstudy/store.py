@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
 import tempfile
+import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,8 +33,10 @@ __all__ = [
     "FORMAT",
     "Run",
     "RunLocked",
+    "UntrustedCheckpoint",
     "WriteFailed",
     "clean_stale_temps",
+    "load_checkpoint",
     "read_meta",
     "run_lock",
     "table_problem",
@@ -47,6 +51,9 @@ __all__ = [
 
 #: run-folder format: 2 = stored weights and measure settings outside the run id
 FORMAT = 2
+#: checkpoint format: 2 = only tensors and plain values (torch's weights-only loader reads it);
+#: 1 (no ``format`` key) = RNG states pickled as numpy objects, readable only by unpickling
+CHECKPOINT_FORMAT = 2
 
 
 class WriteFailed(OSError):
@@ -228,29 +235,70 @@ def _normalized(table: pd.DataFrame, columns: list[str], cfg: TrainConfig) -> pd
     return table[columns]
 
 
-def load_checkpoint(path: Path, map_location: str = "cpu") -> dict[str, Any]:
-    """The run folder's ``checkpoint.pt``, or ValueError naming the damaged file and the fix."""
+class UntrustedCheckpoint(ValueError):
+    """A checkpoint that only unpickling can read (an earlier format, or not ibstudy's): refused
+    unless the caller trusts it (``trust=True``, ``--trust-checkpoint``)."""
+
+
+def _one_line(exc: BaseException, limit: int = 160) -> str:
+    """``Type: message`` of an exception on one line, cut to ``limit`` characters."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:limit]}"
+
+
+def _refusal(file: Path) -> str:
+    return (
+        f"{str(file)!r} is refused: it can only be read by unpickling (a checkpoint of an earlier "
+        f"ibstudy version, or one not written by ibstudy), and unpickling can execute code; if you "
+        f"trust whoever wrote it, pass --trust-checkpoint (trust=True)"
+    )
+
+
+def load_checkpoint(
+    path: Path, map_location: str = "cpu", *, trust: bool = False
+) -> dict[str, Any]:
+    """The run folder's ``checkpoint.pt``, read with torch's weights-only loader.
+
+    A checkpoint that loader cannot read but unpickling could (the previous format pickled numpy's
+    RNG state) raises :class:`UntrustedCheckpoint` naming the file, unless ``trust=True``: then it
+    is unpickled, which can execute code. Any other unreadable file raises ValueError naming it
+    and the fix.
+    """
     import torch
 
     file = Path(path) / "checkpoint.pt"
+    damaged = "delete the run folder or pass overwrite=True (--overwrite) to retrain"
     try:
-        state = torch.load(file, map_location=map_location, weights_only=False)
+        state = torch.load(file, map_location=map_location, weights_only=True)
     except FileNotFoundError:
         raise
     except Exception as exc:
-        raise ValueError(
-            f"{str(file)!r} is damaged ({type(exc).__name__}: {str(exc)[:120]}); delete the run "
-            f"folder or pass overwrite=True (--overwrite) to retrain"
-        ) from None
+        if not (isinstance(exc, pickle.UnpicklingError) and zipfile.is_zipfile(file)):
+            raise ValueError(
+                f"{str(file)!r} is damaged ({_one_line(exc, 120)}); {damaged}"
+            ) from None
+        if not trust:
+            raise UntrustedCheckpoint(_refusal(file)) from None
+        try:
+            state = torch.load(file, map_location=map_location, weights_only=False)
+        except Exception as unpickled:
+            raise ValueError(
+                f"{str(file)!r} is damaged ({_one_line(unpickled, 120)}); {damaged}"
+            ) from None
     if not isinstance(state, dict) or "epoch_rows" not in state:
-        raise ValueError(f"{str(file)!r} is damaged (not an ibstudy checkpoint)")
+        raise ValueError(f"{str(file)!r} is damaged (not an ibstudy checkpoint); {damaged}")
     return state
 
 
-def _rows_from_checkpoint(path: Path) -> tuple[pd.DataFrame, pd.DataFrame] | None:
-    """The tables stored inside ``checkpoint.pt`` (None when it is absent or unreadable)."""
+def _rows_from_checkpoint(
+    path: Path, trust: bool = False
+) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+    """The tables stored inside ``checkpoint.pt`` (None when it is absent or unreadable);
+    :class:`UntrustedCheckpoint` when only unpickling could read it and ``trust`` is False."""
     try:
-        state = load_checkpoint(path)
+        state = load_checkpoint(path, trust=trust)
+    except UntrustedCheckpoint:
+        raise
     except (FileNotFoundError, ValueError):
         return None
     return (
@@ -270,14 +318,17 @@ class Run:
     complete: bool
     format: int = FORMAT
     repaired: bool = False  # the tables were rebuilt from checkpoint.pt (damaged or behind on disk)
+    trust: bool = field(default=False, repr=False, compare=False)  # may unpickle checkpoint.pt
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> Run:
+    def load(cls, path: str | os.PathLike[str], *, trust: bool = False) -> Run:
         """Read a run folder written by :func:`ibstudy.training.train` (any format).
 
         The tables are checked against the config (epochs 0..E in order, one row per layer and
         epoch, E = the last epoch for a complete run); damaged or incomplete tables are rebuilt from
         the rows stored in ``checkpoint.pt`` when it covers them, else a ValueError names the file.
+        Nothing is unpickled: a checkpoint of the previous format (readable only by unpickling,
+        which can execute code) is refused naming the file, unless ``trust=True``.
         """
         path = Path(path)
         meta = read_meta(path)
@@ -303,7 +354,12 @@ class Run:
                 f"run marked complete but epochs.csv ends at epoch {whole_epochs(found[0]) - 1}"
             )
         if problem is not None:
-            rebuilt = _rows_from_checkpoint(path)
+            try:
+                rebuilt = _rows_from_checkpoint(path, trust)
+            except UntrustedCheckpoint as exc:
+                raise UntrustedCheckpoint(
+                    f"run folder {str(path)!r} has damaged tables ({problem}); to repair them, {exc}"
+                ) from None
             if rebuilt is not None and table_problem(*rebuilt, num_layers) is None:
                 found = list(rebuilt)
                 complete = complete and whole_epochs(rebuilt[0]) == cfg.total_epochs() + 1
@@ -327,6 +383,7 @@ class Run:
             complete=complete,
             format=int(meta.get("format", 1)),
             repaired=repaired,
+            trust=trust,
         )
 
     def stored_epochs(self) -> list[int]:
@@ -353,18 +410,45 @@ class Run:
         )
         return model.eval()
 
-    def load_model(self, epoch: int | None = None, map_location: str = "cpu") -> BlockNet:
-        """The model after ``epoch`` (from ``weights/``), or of the last checkpoint (eval mode)."""
+    def load_model(
+        self, epoch: int | None = None, map_location: str = "cpu", *, trust: bool | None = None
+    ) -> BlockNet:
+        """The model after ``epoch`` (from ``weights/``), or of the last checkpoint (eval mode).
+
+        Weights are read with torch's weights-only loader; a missing or damaged weights file (or
+        one of another model) raises ValueError naming the file and the fix. ``trust`` (None: as
+        the run was loaded) only matters for ``epoch=None`` with a previous-format checkpoint.
+        """
         import torch
 
         model = self.build_model()
         if epoch is None:
-            model.load_state_dict(load_checkpoint(self.path, map_location)["model"])
+            trust = self.trust if trust is None else trust
+            file = self.path / "checkpoint.pt"
+            state = load_checkpoint(self.path, map_location, trust=trust)["model"]
+            fix = "delete the run folder or pass overwrite=True (--overwrite) to retrain"
         else:
-            state = torch.load(
-                weights_path(self.path, epoch), map_location=map_location, weights_only=True
+            file = weights_path(self.path, epoch)
+            fix = (
+                f"retrain the run to store it again (train(cfg, overwrite=True) or `python -m "
+                f"ibstudy train ... --overwrite`), or leave epoch {epoch} out (--epochs / epochs=)"
             )
+            if not file.exists():
+                stored = ", ".join(str(e) for e in self.stored_epochs()) or "none"
+                raise ValueError(
+                    f"epoch {epoch} has no stored weights in {str(self.path)!r} ({str(file)!r} is "
+                    f"missing); stored epochs: {stored}"
+                )
+            try:
+                state = torch.load(file, map_location=map_location, weights_only=True)
+            except Exception as exc:
+                raise ValueError(f"{str(file)!r} is damaged ({_one_line(exc)}); {fix}") from None
+        try:
             model.load_state_dict(state)
+        except Exception as exc:
+            raise ValueError(
+                f"{str(file)!r} holds weights of another model ({_one_line(exc)}); {fix}"
+            ) from None
         if self.config.method == "forward_forward":  # measured as it computes: neutral label
             from ibstudy.data import INFO
             from ibstudy.local_methods import FFView

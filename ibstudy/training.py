@@ -54,6 +54,7 @@ from ibstudy.models import build_model
 from ibstudy.probes import probe_blocks
 from ibstudy.progress import progress as progress_bar
 from ibstudy.store import (
+    CHECKPOINT_FORMAT,
     Run,
     RunLocked,
     atomic_torch_save,
@@ -102,23 +103,82 @@ class _TwoViews(Dataset):
         return torch.stack([a, b]), y
 
 
+def _plain(value: Any) -> Any:
+    """``value`` with numpy scalars (and one-element tensors) as Python ints/floats/strs/bools."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Tensor) and value.numel() == 1:
+        return value.item()
+    if isinstance(value, dict):
+        return {_plain(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value)
+    return value
+
+
+def _numpy_state(state: Any) -> dict[str, Any]:
+    """numpy's legacy RNG state as tensors and plain numbers (the safe loader reads them)."""
+    if isinstance(state, dict):  # already converted
+        return state
+    name, key, pos, has_gauss, cached = state
+    return {
+        "bit_generator": str(name),
+        "key": torch.from_numpy(np.asarray(key, dtype=np.uint32).astype(np.int64)),
+        "pos": int(pos),
+        "has_gauss": int(has_gauss),
+        "cached_gaussian": float(cached),
+    }
+
+
+def _python_state(state: Any) -> tuple[Any, ...]:
+    """Python's ``random`` state as a tuple of ints (and the cached gaussian, a float or None)."""
+    version, internal, gauss = state
+    return int(version), tuple(int(v) for v in internal), None if gauss is None else float(gauss)
+
+
 def _rng_state() -> dict[str, Any]:
-    state = {
+    """Every RNG's state as tensors and plain values (nothing that needs unpickling)."""
+    state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
-        "numpy": np.random.get_state(),
-        "python": random.getstate(),
+        "numpy": _numpy_state(np.random.get_state()),
+        "python": _python_state(random.getstate()),
     }
     if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        state["cuda"] = list(torch.cuda.get_rng_state_all())
     return state
 
 
 def _set_rng_state(state: dict[str, Any]) -> None:
+    """Inverse of :func:`_rng_state`; also takes the previous format's numpy tuple."""
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+    numpy = _numpy_state(state["numpy"])
+    key = numpy["key"]
+    key = key.numpy() if isinstance(key, Tensor) else np.asarray(key)
+    np.random.set_state(
+        (
+            numpy["bit_generator"], key.astype(np.uint32), int(numpy["pos"]),
+            int(numpy["has_gauss"]), float(numpy["cached_gaussian"]),
+        )
+    )  # fmt: skip
+    random.setstate(_python_state(state["python"]))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def safe_state(state: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint ``state`` (either format) in the current one: RNG states as tensors and plain
+    numbers, rows and identity as plain Python values (torch's weights-only loader reads it)."""
+    rng = dict(state["rng"])
+    rng["numpy"] = _numpy_state(rng["numpy"])
+    rng["python"] = _python_state(rng["python"])
+    return {
+        **state,
+        "format": CHECKPOINT_FORMAT,
+        "rng": rng,
+        "epoch_rows": [_plain(dict(row)) for row in state["epoch_rows"]],
+        "layer_rows": [_plain(dict(row)) for row in state["layer_rows"]],
+        "identity": _plain(dict(state["identity"])) if state.get("identity") is not None else None,
+    }
 
 
 class Trainer:
@@ -561,7 +621,7 @@ class Trainer:
             "step": self.step,
         }  # fmt: skip
         test_acc, head_acc = self.evaluate()
-        self.epoch_rows.append({**base, **stats, "test_acc": test_acc})
+        self.epoch_rows.append(_plain({**base, **stats, "test_acc": test_acc}))
         plane = self.measure_plane()
         probes = None
         if epoch in cfg.probe_epochs:
@@ -577,12 +637,14 @@ class Trainer:
                 out["probe_train_acc"] = float(probes.iloc[index]["probe_train_acc"])
                 out["probe_test_acc"] = float(probes.iloc[index]["probe_test_acc"])
             out["head_test_acc"] = head_acc[index] if index < self.num_blocks else math.nan
-            self.layer_rows.append(out)
+            self.layer_rows.append(_plain(out))
 
     # ---------------------------------------------------------------- persistence
     def state(self) -> dict[str, Any]:
-        """Everything needed to continue the run bit for bit."""
+        """Everything needed to continue the run bit for bit, as tensors and plain values only (so
+        torch's weights-only loader reads it: loading a checkpoint never executes code)."""
         return {
+            "format": CHECKPOINT_FORMAT,
             "epoch": self.epoch,
             "step": self.step,
             "stage": self.stage,
@@ -592,9 +654,9 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
             "rng": _rng_state(),
-            "epoch_rows": self.epoch_rows,
-            "layer_rows": self.layer_rows,
-            "identity": self.cfg.identity(),
+            "epoch_rows": [_plain(row) for row in self.epoch_rows],
+            "layer_rows": [_plain(row) for row in self.layer_rows],
+            "identity": _plain(self.cfg.identity()),
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -614,8 +676,8 @@ class Trainer:
         self.scaler.load_state_dict(state["scaler"])
         self.epoch = state["epoch"]
         self.step = state.get("step", self.epoch * self.steps_per_epoch)  # older checkpoints
-        self.epoch_rows = state["epoch_rows"]
-        self.layer_rows = state["layer_rows"]
+        self.epoch_rows = [_plain(dict(row)) for row in state["epoch_rows"]]
+        self.layer_rows = [_plain(dict(row)) for row in state["layer_rows"]]
         _set_rng_state(state["rng"])
 
     def save(self, complete: bool) -> None:
@@ -670,11 +732,14 @@ def _clear_run(path: Path) -> None:
         shutil.rmtree(path / folder, ignore_errors=True)
 
 
-def _checkpoint_for(cfg: TrainConfig, path: Path, has_meta: bool) -> dict[str, Any] | None:
-    """The run folder's checkpoint if it belongs to ``cfg`` (None without one); ValueError if not."""
+def _checkpoint_for(
+    cfg: TrainConfig, path: Path, has_meta: bool, trust: bool = False
+) -> dict[str, Any] | None:
+    """The run folder's checkpoint if it belongs to ``cfg`` (None without one); ValueError if not
+    (:class:`ibstudy.store.UntrustedCheckpoint` for a previous-format one without ``trust``)."""
     if not (path / "checkpoint.pt").exists():
         return None
-    state = load_checkpoint(path)
+    state = load_checkpoint(path, trust=trust)
     stored = state.get("identity")
     if stored is None and not has_meta:
         raise ValueError(
@@ -702,6 +767,7 @@ def train(
     overwrite: bool = False,
     stop_after: int | None = None,
     progress: bool = True,
+    trust: bool = False,
 ) -> Run:
     """Train ``cfg`` and record the information plane every epoch; returns the finished :class:`Run`.
 
@@ -710,6 +776,10 @@ def train(
     not part of it, and a stored run keeps recording with its own; re-measure with
     :func:`ibstudy.measure.measure`). An existing folder is never overwritten unless
     ``overwrite=True``. ``stop_after=k`` stops after global epoch k (for budgets and tests).
+
+    Checkpoints are read with torch's weights-only loader: one of the previous format (pickled RNG
+    states; unpickling can execute code) is refused naming the file unless ``trust=True``
+    (``--trust-checkpoint``); a resume with trust rewrites it in the current, safe format.
 
     Integrity: the run folder is locked for the whole run (a second writer fails at once, naming
     the holder's pid); ``config.json`` is written before anything else; every save writes the
@@ -725,10 +795,10 @@ def train(
         check_int("stop_after", stop_after, minimum=0)
     group = setup_distributed(cfg.identity(), pick_device(cfg.device).type)
     if group is not None:
-        return _train_distributed(cfg, resume, overwrite, stop_after, progress, group)  # type: ignore[return-value]
+        return _train_distributed(cfg, resume, overwrite, stop_after, progress, group, trust)  # type: ignore[return-value]
     path = _writable_run_dir(cfg)
     with run_lock(path):
-        cfg, done, state = _prepare(cfg, path, resume, overwrite)
+        cfg, done, state = _prepare(cfg, path, resume, overwrite, trust)
         if done is not None:
             return done
         trainer = Trainer(cfg, progress=progress)  # loads the data: may fail, writes nothing
@@ -738,7 +808,7 @@ def train(
 
 
 def _prepare(
-    cfg: TrainConfig, path: Path, resume: bool, overwrite: bool
+    cfg: TrainConfig, path: Path, resume: bool, overwrite: bool, trust: bool = False
 ) -> tuple[TrainConfig, Run | None, dict[str, Any] | None]:
     """Under the run folder's lock: (the config to train, the stored complete run to return or
     None, the checkpoint to resume from or None); ValueError for a folder that cannot be used."""
@@ -765,12 +835,23 @@ def _prepare(
                 f"or overwrite=True to start over"
             )
         if has_meta:
-            run = Run.load(path)
+            run = Run.load(path, trust=trust)
             if run.complete:
                 if run.repaired:  # tables rebuilt from the checkpoint: write them back
                     write_tables(path, run.epochs, run.layers)
+                if trust:  # a trusted previous-format checkpoint: rewrite it in the safe format
+                    _rewrite_safe(path)
                 return cfg, run, None
-    return cfg, None, _checkpoint_for(cfg, path, has_meta)
+    return cfg, None, _checkpoint_for(cfg, path, has_meta, trust)
+
+
+def _rewrite_safe(path: Path) -> None:
+    """Rewrite a (trusted) previous-format ``checkpoint.pt`` in the current format."""
+    if not (path / "checkpoint.pt").exists():
+        return
+    state = load_checkpoint(path, trust=True)
+    if state.get("format") != CHECKPOINT_FORMAT:
+        atomic_torch_save(safe_state(state), path / "checkpoint.pt")
 
 
 def _run_epochs(
@@ -806,6 +887,7 @@ def _train_distributed(
     stop_after: int | None,
     progress: bool,
     group: Dist,
+    trust: bool = False,
 ) -> Run | None:
     """:func:`train` under torchrun: rank 0 holds the lock and decides (reuse, resume, refuse), every
     rank trains its share; returns the run on rank 0 and None on the other ranks."""
@@ -815,7 +897,7 @@ def _train_distributed(
             try:
                 path = _writable_run_dir(cfg)
                 stack.enter_context(run_lock(path))
-                cfg, done, state = _prepare(cfg, path, resume, overwrite)
+                cfg, done, state = _prepare(cfg, path, resume, overwrite, trust)
                 decision = ("done", None, None) if done is not None else ("train", cfg, state)
             except ValueError as exc:  # RunLocked included: every rank fails with rank 0's message
                 decision = ("error", type(exc).__name__, str(exc))

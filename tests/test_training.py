@@ -261,7 +261,7 @@ def test_nan_loss_keeps_last_good_checkpoint(tmp_path, monkeypatch):
         train(cfg, progress=False)
     run = training.Run.load(cfg.run_dir())
     assert run.epochs["epoch"].tolist() == [0, 1] and not run.complete
-    state = torch.load(cfg.run_dir() / "checkpoint.pt", weights_only=False)
+    state = torch.load(cfg.run_dir() / "checkpoint.pt", weights_only=True)
     assert state["epoch"] == 1
 
 
