@@ -20,6 +20,7 @@ $(STAMP): requirements.txt pyproject.toml
 
 study: $(STAMP)
 	$(PY) -m ibstudy run --preset $(PRESET)
+	$(PY) -m ibstudy report --compare
 
 test: $(STAMP)
 	$(PY) -m pytest -m "not slow"

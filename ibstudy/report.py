@@ -25,6 +25,7 @@ __all__ = [
     "FINDINGS_DIR",
     "START",
     "add_report_parser",
+    "compare_findings",
     "findings_markdown",
     "main_report",
     "readme_block",
@@ -117,13 +118,58 @@ def readme_block(folder: str | Path = FINDINGS_DIR) -> str:
     return findings_markdown(effects, accuracy)
 
 
+def compare_findings(fresh: pd.DataFrame, committed: pd.DataFrame) -> list[str]:
+    """One line per claim x comparison whose verdict in ``fresh`` (this run's 06 table) differs from
+    ``committed`` (the README's), with this run's effect; a line saying so when the scales differ
+    (nothing is compared then) or a comparison is on one side only."""
+    keys = ["study", "baseline", "claim"]
+    for name, table in (("fresh", fresh), ("committed", committed)):
+        missing = [c for c in (*keys, "estimate", "ci_low", "ci_high", "verdict", "scale")
+                   if c not in table.columns]  # fmt: skip
+        if missing:
+            raise ValueError(f"{name} findings lack column(s) {missing}")
+    lines = []
+    for study in dict.fromkeys(pd.concat([fresh["study"], committed["study"]])):
+        a, b = fresh[fresh["study"] == study], committed[committed["study"] == study]
+        if a.empty or b.empty:
+            lines.append(f"{study}: only in {'the README' if a.empty else 'this run'}")
+            continue
+        if set(a["scale"]) != set(b["scale"]):
+            lines.append(
+                f"{study}: not compared, this run's scale ({a['scale'].iloc[0]}) is not the "
+                f"README's ({b['scale'].iloc[0]})"
+            )
+            continue
+        both = a.merge(b, on=keys, suffixes=("", "_readme"))
+        for row in both.itertuples():
+            if row.verdict != row.verdict_readme:
+                lines.append(
+                    f"{study} vs {row.baseline} {row.claim}: README {row.verdict_readme}, this run "
+                    f"{row.verdict} ({_cell(pd.Series(row._asdict()))})"
+                )
+    return lines
+
+
 def main_report(args: argparse.Namespace) -> int:
-    """The ``report`` sub-command: print the block; with ``--readme`` commit its tables and write it."""
+    """The ``report`` sub-command: print the block; with ``--readme`` commit its tables and write
+    it; with ``--compare`` print where this run's verdicts differ from the README's."""
     tables = Path(args.results_dir) / "tables"
     missing = [t for t in TABLES[:1] if not (tables / t).exists()]
     if missing:
         print(f"error: {tables / missing[0]} not found: run notebook 06 first (make study)")
         return 2
+    if args.compare:
+        committed = FINDINGS_DIR / TABLES[0]
+        if not committed.exists():
+            print(f"error: {committed} not found: the README has no committed findings to compare")
+            return 2
+        lines = compare_findings(pd.read_csv(tables / TABLES[0]), pd.read_csv(committed))
+        if lines:
+            print("where this run's verdicts differ from the README's findings block:")
+            print("\n".join(f"  {line}" for line in lines))
+        else:
+            print("every verdict of this run agrees with the README's findings block")
+        return 0
     if args.readme:
         FINDINGS_DIR.mkdir(parents=True, exist_ok=True)
         for name in TABLES:
@@ -149,5 +195,9 @@ def add_report_parser(subparsers: Any) -> None:
         "--readme", nargs="?", const="README.md", default=None,
         help="write the block into this README (default README.md) and copy its tables to "
         "docs/findings/",
+    )  # fmt: skip
+    parser.add_argument(
+        "--compare", action="store_true",
+        help="print every verdict of this run that differs from the README's (never fails)",
     )  # fmt: skip
     parser.set_defaults(func=main_report)

@@ -83,3 +83,34 @@ def test_the_committed_readme_holds_the_block_of_the_committed_tables():
     text = (ROOT / "README.md").read_text()
     start, end = text.index(report.START) + len(report.START), text.index(report.END)
     assert text[start:end].strip() == report.readme_block(folder).strip()
+
+
+def test_compare_names_every_verdict_that_differs():
+    committed = effects()
+    fresh = committed.copy()
+    fresh.loc[(fresh["claim"] == "C1") & (fresh["baseline"] == "layerwise/mlp"), "verdict"] = (
+        "supported"
+    )
+    lines = report.compare_findings(fresh, committed)
+    assert lines == [
+        "LeNet5 vs layerwise/mlp C1: README inconclusive, this run supported "
+        "(1.73 [1.23, 2.23], supported)"
+    ]
+    assert report.compare_findings(committed, committed) == []
+    other = fresh.assign(scale="mnist5k, 3 epochs")
+    assert report.compare_findings(other, committed)[0].startswith("LeNet5: not compared")
+    assert report.compare_findings(fresh[fresh["study"] == "x"], committed) == [
+        "LeNet5: only in the README"
+    ]
+
+
+def test_report_compare_command(tmp_path, capsys, monkeypatch):
+    (tmp_path / "tables").mkdir()
+    effects().to_csv(tmp_path / "tables" / "06_claims.csv", index=False)
+    monkeypatch.chdir(tmp_path)
+    assert main(["report", "--compare", "--results-dir", "."]) == 2  # no committed findings here
+    assert "has no committed findings" in capsys.readouterr().out
+    (tmp_path / report.FINDINGS_DIR).mkdir(parents=True)
+    effects().to_csv(tmp_path / report.FINDINGS_DIR / "06_claims.csv", index=False)
+    assert main(["report", "--compare", "--results-dir", "."]) == 0
+    assert "every verdict of this run agrees" in capsys.readouterr().out
