@@ -11,23 +11,13 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
+from tiny_runs import tiny
 
 import ibstudy.outcomes as outcomes
-from ibstudy.config import TrainConfig
 from ibstudy.data import INFO, eval_subset, load_dataset
 from ibstudy.outcomes import OUTCOME_COLUMNS, outcomes_path, outcomes_table, summarize
 from ibstudy.store import Run
 from ibstudy.training import train
-
-
-def tiny(tmp_path, **overrides) -> TrainConfig:
-    base = dict(
-        train_size=1024, batch_size=32, lr=2e-3, eval_size=256, chunk_size=128, probe_size=256,
-        probe_steps=20, epochs=2, device="cpu", results_dir=str(tmp_path / "runs"),
-        probe_epochs=(),
-    )  # fmt: skip
-    base.update(overrides)
-    return TrainConfig.preset("quick", **base)
 
 
 @pytest.fixture(scope="module")

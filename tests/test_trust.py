@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from tiny_runs import tiny as tiny_config
 
 from ibstudy.__main__ import main
 from ibstudy.config import TrainConfig
@@ -27,13 +28,8 @@ from ibstudy.training import train
 
 
 def tiny(tmp_path: Path, **overrides) -> TrainConfig:
-    base = dict(
-        train_size=256, batch_size=32, lr=2e-3, eval_size=256, chunk_size=128, probe_size=256,
-        probe_steps=10, epochs=2, device="cpu", results_dir=str(tmp_path / "runs"),
-        probe_epochs=(),
-    )  # fmt: skip
-    base.update(overrides)
-    return TrainConfig.preset("quick", **base)
+    """The shared tiny config on 256 digits with 10 probe steps."""
+    return tiny_config(tmp_path, **{"train_size": 256, "probe_steps": 10, **overrides})
 
 
 class Payload:
