@@ -246,13 +246,13 @@ def throughput_section(
                 row = {
                     "model": model, "method": method, "setting": variant, "epoch_s": t_epoch,
                     "images_per_s": ips, "speedup": ips / base, "analysis_fraction": t_plane / t_epoch,
-                    "paper_run_hours": PAPER_EPOCHS * paper_epoch / 3600, "compiled": tr._compiled,
+                    "paper_run_hours": PAPER_EPOCHS * paper_epoch / 3600, "compiled": bool(tr.compiled),
                     "amp_dtype": str(tr.amp_dtype).removeprefix("torch.") if tr.amp else "float32",
                 }  # fmt: skip
                 rows.append(row)
                 print(f"  {model:<9} {method:<10} {variant:<16} {t_epoch:>8.2f} {ips:>10,.0f} "
                       f"{ips / base:>7.2f} {t_plane / t_epoch:>9.3f} "
-                      f"{row['paper_run_hours']:>9.2f}  {tr._compiled}")  # fmt: skip
+                      f"{row['paper_run_hours']:>9.2f}  {bool(tr.compiled)}")  # fmt: skip
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
     print("  analysis = the per-epoch plane (every block and the logits, 1,024 eval images, floor) "

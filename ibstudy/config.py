@@ -30,9 +30,6 @@ __all__ = [
     "BANDWIDTHS",
     "ESTIMATORS",
     "MEASURE_FIELDS",
-    "HEADLESS_METHODS",
-    "LAYERWISE_METHODS",
-    "METHODS",
     "NHSIC_REGS",
     "MeasureConfig",
     "OPTIMIZERS",
@@ -43,13 +40,6 @@ __all__ = [
     "weight_epochs",
 ]
 
-METHODS: tuple[str, ...] = (
-    "e2e", "layerwise", "layerwise_sequential", "forward_forward", "signal_propagation",
-)  # fmt: skip
-#: the methods that train blocks through auxiliary heads (and may add the nHSIC regularizer)
-LAYERWISE_METHODS: tuple[str, ...] = ("layerwise", "layerwise_sequential")
-#: methods without auxiliary heads (head must be "none"): their local objective is their own
-HEADLESS_METHODS: tuple[str, ...] = ("e2e", "forward_forward", "signal_propagation")
 #: the layer-wise nHSIC regularizer: off, against the network input, or against the block's input
 NHSIC_REGS: tuple[str, ...] = ("none", "global", "local")
 OPTIMIZERS: tuple[str, ...] = ("adam", "sgd")
@@ -78,6 +68,21 @@ DEVICE_DATA: tuple[str, ...] = ("auto", "on", "off")
 #: models with at least this many parameters store weights on a log-spaced epoch schedule
 LARGE_MODEL_PARAMS = 1_000_000
 LOG_SCHEDULE_POINTS = 24  # [ours] about this many stored epochs for a large model
+#: names derived from the method registry (ibstudy.methods), read when first used: ``METHODS``
+#: (registered order), ``LAYERWISE_METHODS`` (auxiliary heads), ``HEADLESS_METHODS`` (the others)
+_DERIVED = {
+    "METHODS": "method_names", "LAYERWISE_METHODS": "layerwise_methods",
+    "HEADLESS_METHODS": "headless_methods",
+}  # fmt: skip
+
+
+def __getattr__(name: str) -> Any:
+    """The method names, derived from the registry (importing it imports torch, so only on use)."""
+    if name in _DERIVED:
+        from ibstudy import methods
+
+        return getattr(methods, _DERIVED[name])()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -216,9 +221,6 @@ class TrainConfig:
                 eval_size=1024, chunk_size=256, probe_epochs=(0, 50, 100, 200, 300, 400),
                 probe_size=10_000, probe_steps=200,
             )  # fmt: skip
-            method = overrides.get("method", "e2e")
-            if method == "layerwise_sequential":
-                base.update(epochs=50, milestones=())
         elif name == "study":
             epochs = overrides.get("epochs", 40)
             base = dict(
@@ -235,14 +237,14 @@ class TrainConfig:
                 probe_steps=100,
             )  # fmt: skip
         _check_fields(cls, overrides)
+        from ibstudy.methods import get_method
+
+        method = get_method(overrides.get("method", "e2e"))
+        base.update(method.preset_defaults(name))
         base.update(overrides)
-        if "head" not in overrides and base.get("method", "e2e") not in HEADLESS_METHODS:
-            base["head"] = "linear"
         if "probe_size" not in overrides and base.get("train_size") is not None:
             base["probe_size"] = min(base["probe_size"], base["train_size"])
-        stage_probes = (
-            "probe_epochs" not in overrides and base.get("method") == "layerwise_sequential"
-        )
+        stage_probes = "probe_epochs" not in overrides and method.staged
         if "probe_epochs" not in overrides and name == "quick":
             base["probe_epochs"] = (base.get("epochs", 3),)
         if stage_probes:
@@ -266,37 +268,18 @@ class TrainConfig:
         """Raise ``ValueError`` naming the field and the allowed values for any bad setting."""
         from ibstudy.data import DATASETS, INFO
         from ibstudy.device import pick_device
-        from ibstudy.heads import HEADS
         from ibstudy.losses import LOCAL_LOSSES
+        from ibstudy.methods import get_method
         from ibstudy.models import MODELS
 
         check_choice("model", self.model, MODELS)
         check_choice("dataset", self.dataset, DATASETS)
-        check_choice("method", self.method, METHODS)
+        method = get_method(self.method)  # names the registered methods
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
         check_choice("local_loss", self.local_loss, LOCAL_LOSSES)
-        if self.method in HEADLESS_METHODS:
-            if self.head != "none":
-                raise ValueError(
-                    f"head must be 'none' when method={self.method!r} (it has no auxiliary heads; "
-                    f"heads belong to the layer-wise methods), got {self.head!r}"
-                )
-            if self.local_loss != "cross_entropy":
-                raise ValueError(
-                    f"local_loss must be 'cross_entropy' when method={self.method!r}, got "
-                    f"{self.local_loss!r}"
-                )
-        else:
-            check_choice("head", self.head, HEADS)
         check_choice("nhsic_reg", self.nhsic_reg, NHSIC_REGS)
-        if self.nhsic_reg != "none" and self.method not in LAYERWISE_METHODS:
-            raise ValueError(
-                f"nhsic_reg={self.nhsic_reg!r} needs a layer-wise method ('layerwise' or "
-                f"'layerwise_sequential'), got method={self.method!r}; use nhsic_reg='none'"
-            )
+        method.check(self)  # the method's own rules (head, local loss, regularizer)
         check_real("nhsic_lambda", self.nhsic_lambda, minimum=0.0)
-        if self.local_loss == "supcon" and not self.augment:
-            raise ValueError("local_loss='supcon' needs two augmented views: set augment=True")
         info = INFO[self.dataset]
         if self.train_size is not None:  # before probe_size, which defaults to min(.., train_size)
             check_int("train_size", self.train_size, minimum=1, maximum=info.train_size)
@@ -361,7 +344,7 @@ class TrainConfig:
             raise ValueError(
                 f"milestones must be increasing epochs >= 1, got {list(self.milestones)}"
             )
-        per_stage = self.epochs if self.method == "layerwise_sequential" else total
+        per_stage = self.epochs  # a staged method's schedule restarts with every stage
         if self.milestones and self.milestones[-1] > per_stage:
             raise ValueError(
                 f"milestones must lie within the {per_stage} epochs of training, got "
@@ -379,10 +362,10 @@ class TrainConfig:
             )
 
     def total_epochs(self) -> int:
-        """Total epochs of the run (sequential: stages x epochs, stages = blocks + classifier)."""
-        if self.method != "layerwise_sequential":
-            return self.epochs
-        return self.epochs * (self.num_blocks() + 1)
+        """Total epochs of the run: ``epochs`` x the method's stages (sequential: blocks + 1)."""
+        from ibstudy.methods import get_method
+
+        return self.epochs * get_method(self.method).stages(self)
 
     def num_blocks(self) -> int:
         """Number of blocks of the configured model."""

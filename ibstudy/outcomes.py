@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from ibstudy.checks import check_int
-from ibstudy.config import METHODS
+from ibstudy.methods import REGISTRY
 from ibstudy.store import Run, atomic_write
 
 __all__ = [
@@ -31,9 +31,7 @@ __all__ = [
 
 #: the methods whose prediction is the classifier's argmax (Forward-Forward predicts the label of
 #: highest goodness, signal propagation the most similar class target: no per-image logits loss)
-ARGMAX_METHODS: tuple[str, ...] = tuple(
-    m for m in METHODS if m not in ("forward_forward", "signal_propagation")
-)
+ARGMAX_METHODS: tuple[str, ...] = tuple(n for n, m in REGISTRY.items() if m.argmax_prediction)
 #: one row per test image
 OUTCOME_COLUMNS: list[str] = [
     "run", "method", "head", "seed", "dataset", "epoch", "image", "label", "pred", "correct",

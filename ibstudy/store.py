@@ -449,9 +449,8 @@ class Run:
             raise ValueError(
                 f"{str(file)!r} holds weights of another model ({_one_line(exc)}); {fix}"
             ) from None
-        if self.config.method == "forward_forward":  # measured as it computes: neutral label
-            from ibstudy.data import INFO
-            from ibstudy.local_methods import FFView
+        from ibstudy.data import INFO
+        from ibstudy.methods import get_method
 
-            return FFView(model, INFO[self.config.dataset].num_classes).eval()  # type: ignore[return-value]
-        return model.eval()
+        num_classes = INFO[self.config.dataset].num_classes
+        return get_method(self.config.method).measured(model, num_classes).eval()  # type: ignore[return-value]

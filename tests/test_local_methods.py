@@ -10,7 +10,6 @@ import pytest
 import torch
 from test_training import assert_same_metrics
 
-from ibstudy import local_methods as lm
 from ibstudy.hsic import (
     gaussian_operator,
     nhsic,
@@ -18,6 +17,8 @@ from ibstudy.hsic import (
     nhsic_with_operator,
     nhsic_with_operators,
 )
+from ibstudy.methods import forward_forward as ff
+from ibstudy.methods import signal_propagation as sp
 from ibstudy.training import TrainConfig, Trainer, train
 
 
@@ -122,7 +123,7 @@ def test_regularizer_value_is_lambda_times_the_blocks_nhsic(tmp_path, reg):
             inputs.append(h)
             zs.append(z)
             h = z
-        value = float(tr._nhsic_reg(x, inputs, zs))
+        value = float(tr.method.regularizer(x, inputs, zs))
     other = [x] * len(zs) if reg == "global" else inputs
     ref = sum(
         nhsic(z, o, sigma=tr.cfg.sigma, eps=tr.cfg.eps) for z, o in zip(zs, other, strict=True)
@@ -148,18 +149,18 @@ def test_no_gradient_crosses_blocks(tmp_path, method):
     x, _ = tr.plane.chunk(0)
     x, y = x[:32], tr.y_eval[:32]
     torch.manual_seed(0)
-    full = _block_grads(tr, tr._batch_loss(x, y)[0], 0)
+    full = _block_grads(tr, tr.batch_loss(x, y)[0], 0)
     torch.manual_seed(0)  # same negative labels for Forward-Forward
     if method == "forward_forward":
         wrong = (y + torch.randint(1, 10, y.shape)) % 10
-        zp = tr.model.blocks[0](lm.rms_normalize(lm.embed_label(x, y, 10)))
-        zn = tr.model.blocks[0](lm.rms_normalize(lm.embed_label(x, wrong, 10)))
-        own = torch.nn.functional.softplus(lm.FF_THRESHOLD - lm.goodness(zp)).mean()
-        own = own + torch.nn.functional.softplus(lm.goodness(zn) - lm.FF_THRESHOLD).mean()
+        zp = tr.model.blocks[0](ff.rms_normalize(ff.embed_label(x, y, 10)))
+        zn = tr.model.blocks[0](ff.rms_normalize(ff.embed_label(x, wrong, 10)))
+        own = torch.nn.functional.softplus(ff.FF_THRESHOLD - ff.goodness(zp)).mean()
+        own = own + torch.nn.functional.softplus(ff.goodness(zn) - ff.FF_THRESHOLD).mean()
     else:
         t = tr.heads[0](torch.eye(10))
         h = tr.model.blocks[0](torch.cat([x, t]))
-        sims = lm._similarities(h[:32], h[32:]) / lm.SP_TEMPERATURE
+        sims = sp.similarities(h[:32], h[32:]) / sp.SP_TEMPERATURE
         own = torch.nn.functional.cross_entropy(sims, y)
     local = _block_grads(tr, own, 0)
     for a, b in zip(full, local, strict=True):
@@ -175,16 +176,16 @@ def test_ff_goodness_separates_positive_from_negative_after_a_few_steps(tmp_path
 
     def gap() -> float:
         with torch.no_grad():
-            pos = lm._ff_pass(tr.model.blocks, lm.embed_label(x, y, 10))
-            neg = lm._ff_pass(tr.model.blocks, lm.embed_label(x, wrong, 10))
+            pos = ff.ff_pass(tr.model.blocks, ff.embed_label(x, y, 10))
+            neg = ff.ff_pass(tr.model.blocks, ff.embed_label(x, wrong, 10))
             return float(
-                sum((lm.goodness(p) - lm.goodness(n)).mean() for p, n in zip(pos, neg, strict=True))
+                sum((ff.goodness(p) - ff.goodness(n)).mean() for p, n in zip(pos, neg, strict=True))
             )
 
     before = gap()
     torch.manual_seed(0)
     for _ in range(60):
-        loss, _ = tr._batch_loss(x, y)
+        loss, _ = tr.batch_loss(x, y)
         tr.optimizer.zero_grad()
         loss.backward()
         tr.optimizer.step()
@@ -193,15 +194,15 @@ def test_ff_goodness_separates_positive_from_negative_after_a_few_steps(tmp_path
 
 def test_embedding_patterns():
     x = torch.zeros(3, 1, 32, 32)
-    pos = lm.embed_label(x, torch.tensor([3, 7, 3]), 10)
+    pos = ff.embed_label(x, torch.tensor([3, 7, 3]), 10)
     assert torch.equal(pos[0], pos[2]) and not torch.equal(pos[0], pos[1])
     assert 0.8 < float(pos.std()) < 1.2  # unit-variance patterns at PATTERN_SCALE 1
-    neutral = lm.embed_label(x, None, 10)
-    every = torch.stack([lm.embed_label(x[:1], torch.tensor([c]), 10)[0] for c in range(10)])
+    neutral = ff.embed_label(x, None, 10)
+    every = torch.stack([ff.embed_label(x[:1], torch.tensor([c]), 10)[0] for c in range(10)])
     torch.testing.assert_close(neutral[0], every.mean(dim=0))  # every class equally
     assert x.abs().sum() == 0  # the input is not modified
     with pytest.raises(ValueError, match="batch of images"):
-        lm.embed_label(torch.zeros(0, 3), None, 10)
+        ff.embed_label(torch.zeros(0, 3), None, 10)
 
 
 # ---------------------------------------------------------------- learning and resume

@@ -11,6 +11,7 @@ import torch
 
 import ibstudy.training as training
 from ibstudy.losses import cross_entropy
+from ibstudy.methods import e2e as e2e_method
 from ibstudy.training import TrainConfig, Trainer, TrainingDiverged, train
 
 
@@ -44,7 +45,7 @@ def test_layerwise_block_gets_no_gradient_from_deeper_losses(tmp_path):
     tr = Trainer(tiny(tmp_path, method="layerwise"), progress=False)
     x, y = tr.plane.chunk(0)
     y = tr.y_eval[: x.shape[0]]
-    loss, _ = tr._batch_loss(x, y)
+    loss, _ = tr.batch_loss(x, y)
     loss.backward()
     full = _grads(tr.model.blocks[0])
     tr.model.zero_grad()
@@ -67,7 +68,7 @@ def test_layerwise_block_gets_no_gradient_from_deeper_losses(tmp_path):
 def test_e2e_first_block_gets_gradient_from_output(tmp_path):
     tr = Trainer(tiny(tmp_path), progress=False)
     x, _ = tr.plane.chunk(0)
-    loss, _ = tr._batch_loss(x, tr.y_eval[: x.shape[0]])
+    loss, _ = tr.batch_loss(x, tr.y_eval[: x.shape[0]])
     loss.backward()
     assert sum(p.grad.abs().sum() for p in tr.model.blocks[0].parameters()) > 0
     assert len(tr.heads) == 0
@@ -256,7 +257,7 @@ def test_nan_loss_keeps_last_good_checkpoint(tmp_path, monkeypatch):
             return loss * float("nan")
         return loss
 
-    monkeypatch.setattr(training, "cross_entropy", flaky)
+    monkeypatch.setattr(e2e_method, "cross_entropy", flaky)
     with pytest.raises(TrainingDiverged, match="epoch 2, batch 3"):
         train(cfg, progress=False)
     run = training.Run.load(cfg.run_dir())

@@ -1,11 +1,8 @@
-"""Forward-Forward and signal propagation on the study's block models (docs/method.md §7).
+"""Forward-Forward (Hinton, 2022) on the study's block models (docs/method.md §7).
 
-Both train every block by a loss of its own with no gradient between blocks, like layer-wise training,
-but without auxiliary classifier heads. The trainer (:mod:`ibstudy.training`) calls these functions;
-``forward`` of the model stays free of side effects. Choices the originals leave open are marked
-[ours] here and in docs/method.md §7.
-
-Forward-Forward (Hinton, 2022):
+Every block learns by a goodness loss of its own with no gradient between blocks, like layer-wise
+training but without auxiliary heads. Choices the original leaves open are marked [ours] here and in
+docs/method.md §7:
 
 - the label is embedded as a fixed class pattern added to the whole image (standard normal, seed 0,
   one per class, amplitude PATTERN_SCALE in normalized units); a *neutral* embedding adds the mean of
@@ -21,44 +18,35 @@ Forward-Forward (Hinton, 2022):
   Hinton leaves out the first hidden layer];
 - the final classifier is trained as a linear readout on the detached last block of a neutral pass, so
   the plane's ``logits`` row means something; the plane measures the network on neutral inputs.
-
-Signal propagation (Kohan, Rietman & Siegelmann, 2023):
-
-- a learned linear projection maps each class's one-hot target to the input's shape; the batch and
-  the C class targets go through each block together (one batch, shared BatchNorm statistics);
-- block k's loss is the cross-entropy of the cosine similarities between each input's output and every
-  class target's output, divided by SP_TEMPERATURE [ours]; the gradient reaches the projection through
-  the first block only, and nothing crosses between blocks;
-- prediction: the class whose target is most similar at the last block; the final classifier is again
-  a linear readout on the detached last block.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from ibstudy.methods.base import Method
+
 __all__ = [
     "FF_THRESHOLD",
-    "SP_TEMPERATURE",
     "FFView",
+    "ForwardForward",
     "embed_label",
     "ff_loss",
+    "ff_pass",
     "ff_predict",
     "goodness",
     "rms_normalize",
-    "sp_loss",
-    "sp_predict",
-    "sp_projection",
 ]
 
 FF_THRESHOLD = 1.0  # [ours] goodness threshold on the mean squared activation
 PATTERN_SCALE = 1.0  # [ours] amplitude of the class patterns, in units of the normalized image
 PATTERN_SEED = 0  # [ours] seed of the fixed class patterns
-SP_TEMPERATURE = 0.1  # [ours] temperature of the signal-propagation similarity logits
 
 
 @functools.lru_cache(maxsize=8)
@@ -91,7 +79,7 @@ def goodness(z: Tensor) -> Tensor:
     return z.flatten(1).square().mean(dim=1)
 
 
-def _ff_pass(blocks: nn.ModuleList, x: Tensor) -> list[Tensor]:
+def ff_pass(blocks: Sequence[Callable[[Tensor], Tensor]], x: Tensor) -> list[Tensor]:
     """Block outputs of the FF network (normalized, detached inputs) for already embedded ``x``."""
     outs, h = [], x
     for block in blocks:
@@ -100,28 +88,31 @@ def _ff_pass(blocks: nn.ModuleList, x: Tensor) -> list[Tensor]:
     return outs
 
 
-def ff_loss(model: nn.Module, x: Tensor, y: Tensor, num_classes: int) -> tuple[Tensor, Tensor]:
+def ff_loss(
+    blocks: Sequence[Callable[[Tensor], Tensor]], classifier: nn.Module, x: Tensor, y: Tensor,
+    num_classes: int,
+) -> tuple[Tensor, Tensor]:  # fmt: skip
     """(the FF objective of one batch + the readout's cross-entropy, the readout's logits)."""
     wrong = (y + torch.randint(1, num_classes, y.shape, device=y.device)) % num_classes
-    pos = _ff_pass(model.blocks, embed_label(x, y, num_classes))
-    neg = _ff_pass(model.blocks, embed_label(x, wrong, num_classes))
+    pos = ff_pass(blocks, embed_label(x, y, num_classes))
+    neg = ff_pass(blocks, embed_label(x, wrong, num_classes))
     total = x.new_zeros(())
     for zp, zn in zip(pos, neg, strict=True):
         total = total + F.softplus(FF_THRESHOLD - goodness(zp)).mean()
         total = total + F.softplus(goodness(zn) - FF_THRESHOLD).mean()
     with torch.no_grad():
-        last = _ff_pass(model.blocks, embed_label(x, None, num_classes))[-1]
-    logits = model.classifier(last)
+        last = ff_pass(blocks, embed_label(x, None, num_classes))[-1]
+    logits = classifier(last)
     return total + F.cross_entropy(logits, y), logits
 
 
 @torch.no_grad()
-def ff_predict(model: nn.Module, x: Tensor, num_classes: int) -> Tensor:
+def ff_predict(blocks: Sequence[Callable[[Tensor], Tensor]], x: Tensor, num_classes: int) -> Tensor:
     """The label whose embedding gives the highest goodness summed over the blocks."""
     scores = []
     for c in range(num_classes):
         labels = torch.full((x.shape[0],), c, dtype=torch.long, device=x.device)
-        outs = _ff_pass(model.blocks, embed_label(x, labels, num_classes))
+        outs = ff_pass(blocks, embed_label(x, labels, num_classes))
         scores.append(torch.stack([goodness(z) for z in outs]).sum(dim=0))
     return torch.stack(scores, dim=1).argmax(dim=1)
 
@@ -141,44 +132,26 @@ class FFView(nn.Module):
         self, x: Tensor, return_blocks: bool = False
     ) -> Tensor | tuple[Tensor, list[Tensor]]:
         """Logits, or ``(logits, block outputs)`` when ``return_blocks`` is true."""
-        outs = _ff_pass(self.model.blocks, embed_label(x, None, self.num_classes))
+        outs = ff_pass(self.model.blocks, embed_label(x, None, self.num_classes))
         logits = self.model.classifier(outs[-1])
         return (logits, outs) if return_blocks else logits
 
 
-def sp_projection(num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
-    """The learned map from a one-hot class target to the input's shape."""
-    size = 1
-    for s in input_shape:
-        size *= s
-    return nn.Sequential(nn.Linear(num_classes, size), nn.Unflatten(1, tuple(input_shape)))
+class ForwardForward(Method):
+    """Goodness of positive (true label) against negative (wrong label) data, per block."""
 
+    name = "forward_forward"
+    argmax_prediction = False
 
-def _similarities(z: Tensor, t: Tensor) -> Tensor:
-    """Cosine similarities (N, C) between every sample's and every class target's features."""
-    return F.normalize(z.flatten(1), dim=1) @ F.normalize(t.flatten(1), dim=1).T
+    @classmethod
+    def measured(cls, model: nn.Module, num_classes: int) -> nn.Module:
+        """The network on neutrally embedded inputs."""
+        return FFView(model, num_classes)
 
+    def loss(self, x: Tensor, y: Tensor, stage: int) -> tuple[Tensor, Tensor]:
+        """Every block's goodness loss plus the readout's cross-entropy."""
+        return ff_loss(self.blocks(), self.model.classifier, x, y, self.num_classes)
 
-def sp_loss(
-    model: nn.Module, projection: nn.Module, x: Tensor, y: Tensor, num_classes: int
-) -> tuple[Tensor, Tensor]:
-    """(the signal-propagation objective of one batch + the readout's cross-entropy, its logits)."""
-    n = x.shape[0]
-    t = projection(torch.eye(num_classes, dtype=x.dtype, device=x.device))
-    h = torch.cat([x, t])
-    total = x.new_zeros(())
-    for k, block in enumerate(model.blocks):
-        h = block(h if k == 0 else h.detach())  # the projection learns through block 0 only
-        total = total + F.cross_entropy(_similarities(h[:n], h[n:]) / SP_TEMPERATURE, y)
-    logits = model.classifier(h[:n].detach())
-    return total + F.cross_entropy(logits, y), logits
-
-
-@torch.no_grad()
-def sp_predict(model: nn.Module, projection: nn.Module, x: Tensor, num_classes: int) -> Tensor:
-    """The class whose target is most similar to the input at the last block."""
-    n = x.shape[0]
-    h = torch.cat([x, projection(torch.eye(num_classes, dtype=x.dtype, device=x.device))])
-    for block in model.blocks:
-        h = block(h)
-    return _similarities(h[:n], h[n:]).argmax(dim=1)
+    def predict(self, x: Tensor, logits: Any) -> Tensor:
+        """The label of highest goodness."""
+        return ff_predict(self.model.blocks, x, self.num_classes)
