@@ -247,7 +247,7 @@ def throughput_section(
                     "model": model, "method": method, "setting": variant, "epoch_s": t_epoch,
                     "images_per_s": ips, "speedup": ips / base, "analysis_fraction": t_plane / t_epoch,
                     "paper_run_hours": PAPER_EPOCHS * paper_epoch / 3600, "compiled": bool(tr.compiled),
-                    "amp_dtype": str(tr.amp_dtype).removeprefix("torch.") if tr.amp else "float32",
+                    "amp_dtype": str(tr.engine.amp_dtype).removeprefix("torch.") if tr.engine.amp else "float32",
                 }  # fmt: skip
                 rows.append(row)
                 print(f"  {model:<9} {method:<10} {variant:<16} {t_epoch:>8.2f} {ips:>10,.0f} "

@@ -14,36 +14,12 @@ import dataclasses
 import sys
 from typing import Any
 
+from ibstudy.cli_values import option_type, parse_ints
 from ibstudy.config import ESTIMATORS, PRESETS, MeasureConfig, TrainConfig
 from ibstudy.report import add_report_parser
 from ibstudy.run import add_run_parser
 from ibstudy.sweep import add_sweep_parser
 
-
-def _parse_bool(text: str) -> bool:
-    if text.lower() in ("1", "true", "yes"):
-        return True
-    if text.lower() in ("0", "false", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-
-
-def _comma_list(cast: type, what: str, example: str) -> Any:
-    """An argparse type: comma-separated values of ``cast`` (e.g. int, float) as a tuple."""
-
-    def parse(text: str) -> tuple:
-        try:
-            return tuple(cast(t) for t in text.split(",") if t.strip())
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"expected comma-separated {what} such as {example}, got {text!r}"
-            ) from None
-
-    return parse
-
-
-_parse_ints = _comma_list(int, "integers", "5,10")
-_parse_floats = _comma_list(float, "numbers", "0.125,0.5")
 TRUST_HELP = (
     "read a checkpoint.pt of the previous format, which needs unpickling: unpickling can execute "
     "code, so only for run folders from a source you trust (a resume rewrites it in the safe format)"
@@ -57,17 +33,8 @@ def _add_field_options(parser: argparse.ArgumentParser, cls: type, skip: tuple[s
         if f.name in skip:
             continue
         opt = "--" + f.name.replace("_", "-")
-        default = getattr(defaults, f.name)
-        if isinstance(default, bool):
-            parser.add_argument(opt, type=_parse_bool, default=None, metavar="true|false")
-        elif f.name == "record_fractions":
-            parser.add_argument(opt, type=_parse_floats, default=None, metavar="F,F,...")
-        elif isinstance(default, tuple):
-            parser.add_argument(opt, type=_parse_ints, default=None, metavar="N,N,...")
-        elif f.name == "train_size":
-            parser.add_argument(opt, type=int, default=None)
-        else:
-            parser.add_argument(opt, type=type(default), default=None)
+        parse, metavar = option_type(f.name, getattr(defaults, f.name))
+        parser.add_argument(opt, type=parse, default=None, metavar=metavar)
 
 
 def add_train_parser(subparsers: Any) -> None:
@@ -139,7 +106,7 @@ def add_measure_parser(subparsers: Any) -> None:
     )
     parser.add_argument("run_dir", help="a run folder written by `train` (holds config.json)")
     parser.add_argument(
-        "--epochs", type=_parse_ints, default=None, metavar="N,N,...",
+        "--epochs", type=parse_ints, default=None, metavar="N,N,...",
         help="epochs to measure (default: every epoch with stored weights)",
     )  # fmt: skip
     parser.add_argument("--device", default="cpu", help="auto | cpu | cuda[:k] | mps (default cpu)")

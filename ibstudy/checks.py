@@ -18,6 +18,7 @@ __all__ = [
     "check_fractions",
     "check_int",
     "check_int_list",
+    "check_positive",
     "check_real",
 ]
 
@@ -65,6 +66,16 @@ def check_real(
     if bad:
         raise ValueError(f"{name} must be a finite number{interval}, got {value!r}")
     return value
+
+
+def check_positive(name: str, value: Any) -> float:
+    """``value`` as a finite float > 0 (bools refused): ``check_real`` with the short message
+    ``{name} must be > 0``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    if value <= 0:
+        raise ValueError(f"{name} must be > 0, got {value!r}")
+    return float(value)
 
 
 def check_bool(name: str, value: Any) -> bool:

@@ -12,7 +12,6 @@ import dataclasses
 import hashlib
 import json
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +36,6 @@ __all__ = [
     "PRESET_SEEDS",
     "STUDY_FRACTIONS",
     "TrainConfig",
-    "weight_epochs",
 ]
 
 #: the layer-wise nHSIC regularizer: off, against the network input, or against the block's input
@@ -65,24 +63,6 @@ _PLACE_FIELDS: tuple[str, ...] = (
 )  # fmt: skip
 #: where the training batches are cut: on the device when it fits (auto), always, or never
 DEVICE_DATA: tuple[str, ...] = ("auto", "on", "off")
-#: models with at least this many parameters store weights on a log-spaced epoch schedule
-LARGE_MODEL_PARAMS = 1_000_000
-LOG_SCHEDULE_POINTS = 24  # [ours] about this many stored epochs for a large model
-#: names derived from the method registry (ibstudy.methods), read when first used: ``METHODS``
-#: (registered order), ``LAYERWISE_METHODS`` (auxiliary heads), ``HEADLESS_METHODS`` (the others)
-_DERIVED = {
-    "METHODS": "method_names", "LAYERWISE_METHODS": "layerwise_methods",
-    "HEADLESS_METHODS": "headless_methods",
-}  # fmt: skip
-
-
-def __getattr__(name: str) -> Any:
-    """The method names, derived from the registry (importing it imports torch, so only on use)."""
-    if name in _DERIVED:
-        from ibstudy import methods
-
-        return getattr(methods, _DERIVED[name])()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -166,9 +146,7 @@ class TrainConfig:
     method: str = "e2e"
     head: str = "none"  # auxiliary head of layer-wise methods: "linear" | "mlp"; "none" for e2e
     local_loss: str = "cross_entropy"
-    nhsic_reg: str = (
-        "none"  # layer-wise only: "global" | "local" nHSIC regularizer (docs/method.md §7)
-    )
+    nhsic_reg: str = "none"  # layer-wise only: "global" | "local" nHSIC regularizer (§7)
     nhsic_lambda: float = 0.01  # its weight (used only when nhsic_reg is not "none")
     epochs: int = 3  # layerwise_sequential: epochs per stage (each block, then the classifier)
     batch_size: int = 128
@@ -201,9 +179,7 @@ class TrainConfig:
     download: bool = False
     amp: bool = False  # bf16 autocast (CUDA only; float16 with loss scaling where bf16 is missing)
     channels_last: bool = False  # channels-last memory format for convolutional models (CUDA)
-    compile: bool = (
-        False  # torch.compile the forward passes (CUDA; warns and runs eagerly elsewhere)
-    )
+    compile: bool = False  # torch.compile each method's parts (CUDA; elsewhere a warning)
     device_data: str = "auto"  # training set on the device: auto (CUDA, if it fits) | on | off
     sync_bn: bool = False  # torchrun on CUDA: BatchNorm statistics synchronized over the processes
 
@@ -430,18 +406,6 @@ def scaled_milestones(epochs: int) -> tuple[int, ...]:
     """The paper's milestones (50, 75, 87.5, 93.75 % of training) for ``epochs`` epochs, distinct."""
     points = sorted({max(1, round(f * epochs)) for f in MILESTONE_FRACTIONS})
     return tuple(p for p in points if p < epochs)
-
-
-def weight_epochs(total: int, num_params: int, save_epochs: Sequence[int] = ()) -> tuple[int, ...]:
-    """Epochs whose model weights a run stores: ``save_epochs`` if given, else every epoch for models
-    below ``LARGE_MODEL_PARAMS`` parameters and a log-spaced schedule (always 0, 1 and ``total``) above."""
-    if save_epochs:
-        return tuple(sorted(set(int(e) for e in save_epochs)))
-    if num_params < LARGE_MODEL_PARAMS or total <= LOG_SCHEDULE_POINTS:
-        return tuple(range(total + 1))
-    ratio = total ** (1.0 / (LOG_SCHEDULE_POINTS - 1))
-    points = {0, total, *(round(ratio**k) for k in range(LOG_SCHEDULE_POINTS))}
-    return tuple(sorted(p for p in points if 0 <= p <= total))
 
 
 def _check_fields(cls: type, names: Any) -> None:

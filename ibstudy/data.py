@@ -16,6 +16,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -23,6 +24,9 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from torchvision import datasets as tvd
 from torchvision import transforms as T
+
+if TYPE_CHECKING:
+    from ibstudy.config import TrainConfig
 
 DATASETS: tuple[str, ...] = ("mnist5k", "mnist", "fashion_mnist", "cifar10", "cifar100")
 SPLITS: tuple[str, ...] = ("train", "test")
@@ -395,3 +399,26 @@ def available_datasets(root: str | Path = "data") -> list[str]:
             continue
         found.append(name)
     return found
+
+
+class TwoViews(Dataset):
+    """Returns two independently augmented views of each item (for the supervised contrastive loss)."""
+
+    def __init__(self, base: Dataset) -> None:
+        self.base = base
+
+    def __len__(self) -> int:
+        return len(self.base)  # type: ignore[arg-type]
+
+    def __getitem__(self, i: int) -> tuple[Tensor, int]:
+        a, y = self.base[i]
+        b, _ = self.base[i]
+        return torch.stack([a, b]), y
+
+
+def load_splits(cfg: TrainConfig) -> tuple[Dataset, Dataset]:
+    """(train, test) of the dataset a TrainConfig names, the training split with its augmentation."""
+    train = load_dataset(
+        cfg.dataset, split="train", root=cfg.data_root, download=cfg.download, augment=cfg.augment
+    )
+    return train, load_dataset(cfg.dataset, split="test", root=cfg.data_root, download=cfg.download)

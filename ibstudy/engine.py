@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from ibstudy.data import make_loader
+from ibstudy.device import pick_device
 from ibstudy.device_data import DeviceData, fits_on_device
 from ibstudy.distributed import Dist, all_reduce_grads
 
@@ -52,6 +53,15 @@ class Engine:
         self.compiled: list[str] = []
 
     # ------------------------------------------------------------------ setup
+    @staticmethod
+    def device_for(cfg: TrainConfig, dist: Dist | None = None) -> torch.device:
+        """The run's device (cuda > mps > cpu for ``auto``); under torchrun, this rank's GPU."""
+        device = pick_device(cfg.device)
+        if dist is not None and device.type == "cuda":
+            device = torch.device("cuda", dist.local_rank)
+            torch.cuda.set_device(device)
+        return device
+
     def prepare(self, model: nn.Module) -> nn.Module:
         """SyncBatchNorm under torchrun on CUDA (else a warning when asked); returns the model."""
         if self.cfg.sync_bn:
@@ -169,4 +179,3 @@ class Engine:
         if self.dist is None:
             return values
         return tuple(self.dist.sum(list(values), self.device))
-

@@ -26,12 +26,14 @@ the paper.
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Mapping, Sequence
 
 import pandas as pd
 import torch
 from torch import Tensor
+
+from ibstudy.checks import check_choice, check_int, check_positive
+from ibstudy.config import BANDWIDTHS, ESTIMATORS
 
 __all__ = [
     "KERNELS",
@@ -55,8 +57,6 @@ __all__ = [
 
 KERNELS: tuple[str, ...] = ("gaussian", "gaussian_median", "linear")
 APPROX_METHODS: tuple[str, ...] = ("nystrom", "rff")
-BANDWIDTHS: tuple[str, ...] = ("fixed", "median")  # InfoPlane: sigma * sqrt(d), or median heuristic
-PLANE_ESTIMATORS: tuple[str, ...] = ("nhsic", "nhsic_cka")
 MIN_SAMPLES = 4
 _CHOLESKY_JITTERS: tuple[float, ...] = (0.0, 1e-12, 1e-10, 1e-8, 1e-6)
 
@@ -64,18 +64,6 @@ _CHOLESKY_JITTERS: tuple[float, ...] = (0.0, 1e-12, 1e-10, 1e-8, 1e-6)
 # ----------------------------------------------------------------------------------------------
 # validation helpers (cheap: run before any O(m^2) work)
 # ----------------------------------------------------------------------------------------------
-def _check_positive(name: str, value: float) -> None:
-    if not isinstance(value, numbers.Real) or isinstance(value, bool):
-        raise ValueError(f"{name} must be a positive real number, got {value!r}")
-    if not math.isfinite(float(value)) or value <= 0:
-        raise ValueError(f"{name} must be finite and > 0, got {value!r}")
-
-
-def _check_kernel(name: str, kernel: str) -> None:
-    if kernel not in KERNELS:
-        raise ValueError(f"{name} must be one of {list(KERNELS)}, got {kernel!r}")
-
-
 def _check_tensor(name: str, x: Tensor, *, min_samples: int = 1) -> None:
     if not isinstance(x, Tensor):
         raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
@@ -105,9 +93,9 @@ def _check_labels_if_needed(name: str, x: Tensor, kernel: str) -> None:
 
 
 def _check_pair(a: Tensor, b: Tensor, kernel_a: str, kernel_b: str, sigma: float) -> None:
-    _check_kernel("kernel_a", kernel_a)
-    _check_kernel("kernel_b", kernel_b)
-    _check_positive("sigma", sigma)
+    check_choice("kernel_a", kernel_a, KERNELS)
+    check_choice("kernel_b", kernel_b, KERNELS)
+    check_positive("sigma", sigma)
     _check_tensor("a", a, min_samples=MIN_SAMPLES)
     _check_tensor("b", b, min_samples=MIN_SAMPLES)
     if a.shape[0] != b.shape[0]:
@@ -193,7 +181,7 @@ def _scaled_sq_dists(x: Tensor, scale: float = 1.0) -> Tensor:
 
 def gaussian(x: Tensor, sigma: float = 5.0) -> Tensor:
     """Gaussian Gram ``exp(-||u-u'||^2 / (2 sigma^2 d))`` with ``d`` the flattened dimension."""
-    _check_positive("sigma", sigma)
+    check_positive("sigma", sigma)
     f = _features(x)
     return _scaled_sq_dists(f, -1.0 / (2.0 * sigma * sigma * f.shape[1])).exp_()
 
@@ -241,7 +229,7 @@ def linear(x: Tensor) -> Tensor:
 
 def gram(x: Tensor, kernel: str = "gaussian", sigma: float = 5.0) -> Tensor:
     """Gram matrix of ``x`` (shape ``(m, ...)``, trailing dims flattened) for a kernel named in KERNELS."""
-    _check_kernel("kernel", kernel)
+    check_choice("kernel", kernel, KERNELS)
     if kernel == "gaussian":
         return gaussian(x, sigma)
     if kernel == "gaussian_median":
@@ -310,7 +298,7 @@ def _cholesky(a: Tensor) -> Tensor | None:
 
 def nocco_operator(g: Tensor, eps: float = 1e-5) -> Tensor:
     """NOCCO operator ``R = I - eps m (G + eps m I)^-1`` (float64, Cholesky) of a centred Gram ``G``."""
-    _check_positive("eps", eps)
+    check_positive("eps", eps)
     if g.dim() != 2 or g.shape[0] != g.shape[1]:
         raise ValueError(f"g must be a square matrix, got shape {tuple(g.shape)}")
     if g.shape[0] < MIN_SAMPLES:
@@ -389,7 +377,7 @@ def _operator_pair(
 ) -> tuple[Tensor, Tensor]:
     """Validate a pair of inputs and return their NOCCO operators (R_a, R_b)."""
     _check_pair(a, b, kernel_a, kernel_b, sigma)
-    _check_positive("eps", eps)
+    check_positive("eps", eps)
     a, b = _float64_ready(a, b)
     return _operator(a, kernel_a, sigma, eps), _operator(b, kernel_b, sigma, eps)
 
@@ -405,7 +393,7 @@ def nhsic(
 ) -> float:
     """Normalized HSIC (NOCCO) ``tr(R_a R_b)``; not bounded by 1 (nHSIC(Y;Y) is about C - 1)."""
     _check_pair(a, b, kernel_a, kernel_b, sigma)
-    _check_positive("eps", eps)
+    check_positive("eps", eps)
     a, b = _float64_ready(a, b)
     if _is_constant(a) or _is_constant(b):
         return 0.0
@@ -432,7 +420,7 @@ def nhsic_differentiable(
     the Gram, ``R = G (G + eps m I)^-1`` by a Cholesky solve. For training losses (regularizers);
     the plane uses :func:`nhsic`."""
     _check_pair(a, b, "gaussian", kernel_b, sigma)
-    _check_positive("eps", eps)
+    check_positive("eps", eps)
     if kernel_b == "gaussian_median":
         raise ValueError("kernel_b must be 'gaussian' or 'linear' for the differentiable nHSIC")
     gb = _gaussian_differentiable(b, sigma) if kernel_b == "gaussian" else linear(b).to(a.device)
@@ -454,8 +442,8 @@ def gaussian_operator(x: Tensor, sigma: float = 5.0, eps: float = 1e-5) -> Tenso
     """The NOCCO operator R of ``x`` under the Gaussian kernel, float64, without a gradient: the
     fixed side of :func:`nhsic_with_operator` (compute it once per batch, reuse it per block)."""
     _check_tensor("x", x, min_samples=MIN_SAMPLES)
-    _check_positive("sigma", sigma)
-    _check_positive("eps", eps)
+    check_positive("sigma", sigma)
+    check_positive("eps", eps)
     with torch.no_grad():
         return _operator(x.detach(), "gaussian", sigma, eps)
 
@@ -606,11 +594,9 @@ def nhsic_approx(
     (1-D integers with a linear kernel) and linear kernels with ``d <= rank`` use exact features.
     """
     _check_pair(a, b, kernel_a, kernel_b, sigma)
-    _check_positive("eps", eps)
-    if method not in APPROX_METHODS:
-        raise ValueError(f"method must be one of {list(APPROX_METHODS)}, got {method!r}")
-    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
-        raise ValueError(f"rank must be a positive integer, got {rank!r}")
+    check_positive("eps", eps)
+    check_choice("method", method, APPROX_METHODS)
+    rank = check_int("rank", rank, minimum=1)
     gen = torch.Generator().manual_seed(seed)
     a, b = _float64_ready(a, b)
     fa = _lowrank_features(a, kernel_a, sigma, rank, method, gen)
@@ -685,22 +671,14 @@ class InfoPlane:
         bandwidth: str = "fixed",
         estimator: str = "nhsic",
     ) -> None:
-        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int):
-            raise ValueError(f"chunk_size must be an integer, got {chunk_size!r}")
-        if chunk_size < MIN_SAMPLES:
-            raise ValueError(f"chunk_size must be >= {MIN_SAMPLES}, got {chunk_size}")
-        _check_positive("sigma", sigma)
-        _check_positive("eps", eps)
-        if bandwidth not in BANDWIDTHS:
-            raise ValueError(f"bandwidth must be one of {list(BANDWIDTHS)}, got {bandwidth!r}")
-        if estimator not in PLANE_ESTIMATORS:
-            raise ValueError(
-                f"estimator must be one of {list(PLANE_ESTIMATORS)}, got {estimator!r}"
-            )
+        chunk_size = check_int("chunk_size", chunk_size, minimum=MIN_SAMPLES)
+        check_positive("sigma", sigma)
+        check_positive("eps", eps)
+        check_choice("bandwidth", bandwidth, BANDWIDTHS)
+        check_choice("estimator", estimator, ESTIMATORS)
         if floor_perms is None:
             floor_perms = 1 if floor else 0
-        if isinstance(floor_perms, bool) or not isinstance(floor_perms, int) or floor_perms < 0:
-            raise ValueError(f"floor_perms must be an integer >= 0, got {floor_perms!r}")
+        floor_perms = check_int("floor_perms", floor_perms, minimum=0)
         _check_tensor("x_eval", x_eval, min_samples=MIN_SAMPLES)
         if not isinstance(y_eval, Tensor) or y_eval.dim() != 1 or not _is_integer(y_eval):
             desc = (

@@ -95,6 +95,26 @@ class PlaneRecorder:
                 table[col] = math.nan
         return table[["layer", "layer_index", *PLANE_COLUMNS]]
 
+    def layer_rows(
+        self, plane: pd.DataFrame, base: dict[str, Any], probes: pd.DataFrame | None,
+        head_acc: Sequence[float],
+    ) -> list[dict[str, Any]]:  # fmt: skip
+        """The ``layers`` table rows of one record point: ``base`` (run columns), the plane, the
+        estimator's settings, each block's probe accuracies (NaN without probes) and head accuracy."""
+        settings, num_blocks, rows = self.mcfg.columns(), len(head_acc), []
+        for row in plane.to_dict("records"):
+            index = int(row["layer_index"])
+            out = {**base, "layer": row["layer"], "layer_index": index}
+            out.update({col: row[col] for col in PLANE_COLUMNS})
+            out.update(settings)
+            out["probe_train_acc"] = out["probe_test_acc"] = math.nan
+            if probes is not None and index < num_blocks:
+                out["probe_train_acc"] = float(probes.iloc[index]["probe_train_acc"])
+                out["probe_test_acc"] = float(probes.iloc[index]["probe_test_acc"])
+            out["head_test_acc"] = head_acc[index] if index < num_blocks else math.nan
+            rows.append(out)
+        return rows
+
 
 def cache_path(run: Run, mcfg: MeasureConfig) -> Path:
     """The file that caches ``run``'s measurement under ``mcfg``."""

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from ibstudy.checks import check_int, check_positive
+
 MODELS: tuple[str, ...] = ("lenet5", "resnet18", "resnet34", "resnet50", "vgg8b", "vgg11b")
 
 
@@ -48,8 +50,8 @@ class BlockNet(nn.Module):
     @torch.no_grad()
     def block_output_shapes(self, in_channels: int, image_size: int) -> list[tuple[int, ...]]:
         """Per-sample shape of every block's output, from an eval-mode dry run on one zero image."""
-        _check_positive_int("in_channels", in_channels)
-        _check_positive_int("image_size", image_size)
+        check_int("in_channels", in_channels, minimum=1)
+        check_int("image_size", image_size, minimum=1)
         ref = next(self.parameters())
         x = torch.zeros(1, in_channels, image_size, image_size, device=ref.device, dtype=ref.dtype)
         was_training = self.training
@@ -63,11 +65,6 @@ class BlockNet(nn.Module):
 
 # --------------------------------------------------------------------------------------------
 # helpers
-
-
-def _check_positive_int(name: str, value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
 def _scaled(n: int, width: float) -> int:
@@ -236,13 +233,10 @@ def build_model(
     """Build one of :data:`MODELS` for ``image_size`` x ``image_size`` inputs; ``width`` scales channels."""
     if name not in MODELS:
         raise ValueError(f"model must be one of {MODELS}, got {name!r}")
-    _check_positive_int("num_classes", num_classes)
-    _check_positive_int("in_channels", in_channels)
-    _check_positive_int("image_size", image_size)
-    if isinstance(width, bool) or not isinstance(width, int | float) or not math.isfinite(width):
-        raise ValueError(f"width must be a positive finite number, got {width!r}")
-    if width <= 0:
-        raise ValueError(f"width must be > 0, got {width!r}")
+    check_int("num_classes", num_classes, minimum=1)
+    check_int("in_channels", in_channels, minimum=1)
+    check_int("image_size", image_size, minimum=1)
+    check_positive("width", width)
     if name == "lenet5":
         return _lenet5(num_classes, in_channels, image_size, float(width))
     if name in _RESNET_SPECS:

@@ -32,7 +32,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-from ibstudy.checks import check_real
+from ibstudy.checks import check_int, check_positive
 from ibstudy.store import atomic_write
 from ibstudy.tables import as_list as _as_list
 from ibstudy.tables import check_one_estimator, seed_mean
@@ -55,8 +55,9 @@ __all__ = [
     "save_figure",
 ]
 
-PLANE_COLUMNS = ("run", "method", "epoch", "layer", "layer_index", "nhsic_xz", "nhsic_yz")
-PROBE_COLUMNS = (
+#: the columns each plot needs in its table (ibstudy.tables' *_COLUMNS name what a table holds)
+_PLANE_REQUIRED = ("run", "method", "epoch", "layer", "layer_index", "nhsic_xz", "nhsic_yz")
+_PROBE_REQUIRED = (
     "run",
     "method",
     "epoch",
@@ -65,7 +66,7 @@ PROBE_COLUMNS = (
     "probe_train_acc",
     "probe_test_acc",
 )
-EPOCH_COLUMNS = ("run", "method", "epoch", "test_acc")
+_EPOCH_REQUIRED = ("run", "method", "epoch", "test_acc")
 HUE_CHOICES = ("method", "head", "run")
 SEED_MODES = ("each", "mean")
 TRAJECTORY_VALUES = {
@@ -334,11 +335,6 @@ def _mark_every(n_points: int, most: int = 30) -> int:
     return max(1, math.ceil(n_points / most))
 
 
-def _check_positive(value: float, name: str) -> None:
-    """Raise ValueError unless `value` is a positive finite number."""
-    check_real(name, value, minimum=0.0, include_minimum=False)
-
-
 def plot_plane(
     layers: pd.DataFrame,
     *,
@@ -365,17 +361,16 @@ def plot_plane(
     head, the mean trajectory over the seeds in the table with error bars of +-1 standard deviation
     across seeds (``seeds="each"`` draws every run).
     """
-    check_one_estimator(_check_table(layers, PLANE_COLUMNS, "layers"))
+    check_one_estimator(_check_table(layers, _PLANE_REQUIRED, "layers"))
     if seeds not in SEED_MODES:
         raise ValueError(f"seeds must be one of {list(SEED_MODES)}, got {seeds!r}")
     if hue_by not in HUE_CHOICES:
         raise ValueError(f"hue_by must be one of {HUE_CHOICES}, got {hue_by!r}")
     if hue_by not in layers.columns:
         raise ValueError(f"hue_by={hue_by!r} but the layers table has no {hue_by!r} column")
-    if not isinstance(ncols, int) or ncols < 1:
-        raise ValueError(f"ncols must be a positive integer, got {ncols!r}")
-    _check_positive(panel_size, "panel_size")
-    _check_positive(marker_size, "marker_size")
+    ncols = check_int("ncols", ncols, minimum=1)
+    check_positive("panel_size", panel_size)
+    check_positive("marker_size", marker_size)
     df = _select(layers, "method", methods, "methods")
     df = _select(df, "head", heads, "heads")
     df = _select_layers(df, layers_to_show)
@@ -487,8 +482,8 @@ def plot_depth_profile(
     Two panels, one line per method (per method and head where a method has several heads);
     several runs of one line are averaged with a +-1 sd band. Claim C1 reads off the left panel.
     """
-    check_one_estimator(_check_table(layers, PLANE_COLUMNS, "layers"))
-    _check_positive(panel_size, "panel_size")
+    check_one_estimator(_check_table(layers, _PLANE_REQUIRED, "layers"))
+    check_positive("panel_size", panel_size)
     df = _select(layers, "method", methods, "methods")
     df = df.dropna(subset=["nhsic_xz", "nhsic_yz"])
     if df.empty:
@@ -562,8 +557,8 @@ def plot_probe_curves(
     One line per probed epoch, coloured by epoch on the method's colormap (one colour bar per
     column); rows without probes (NaN) are skipped, runs sharing a method are averaged.
     """
-    _check_table(layers, PROBE_COLUMNS, "layers")
-    _check_positive(panel_size, "panel_size")
+    _check_table(layers, _PROBE_REQUIRED, "layers")
+    check_positive("panel_size", panel_size)
     df = _select(layers, "method", methods, "methods")
     df = df.dropna(subset=["probe_train_acc", "probe_test_acc"], how="all")
     if df.empty:
@@ -621,9 +616,9 @@ def plot_accuracy(
 
     Runs sharing a method (and head) are averaged; the legend gives each line's final value.
     """
-    required = EPOCH_COLUMNS + (("train_acc",) if train else ())
+    required = _EPOCH_REQUIRED + (("train_acc",) if train else ())
     _check_table(epochs, required, "epochs")
-    _check_positive(panel_size, "panel_size")
+    check_positive("panel_size", panel_size)
     df, label_style = _labelled(_select(epochs, "method", methods, "methods"))
     fig = _new_figure(1, 1, (1.4 * panel_size + 1.0, panel_size))
     ax = fig.axes[0]
@@ -671,7 +666,7 @@ def plot_trajectories_over_epochs(
     check_one_estimator(
         _check_table(layers, ("run", "method", "epoch", "layer", "layer_index", value), "layers")
     )
-    _check_positive(panel_size, "panel_size")
+    check_positive("panel_size", panel_size)
     if palette not in matplotlib.colormaps:
         raise ValueError(f"palette must be a matplotlib colormap name, got {palette!r}")
     df = _select(layers, "method", methods, "methods").dropna(subset=[value])
@@ -729,7 +724,7 @@ def plot_forest(
     ``estimates`` has :func:`ibstudy.claims.assess`'s columns (``direction`` optional) plus ``by``;
     rows without an estimate are listed as "not measured" at 0 without a bar."""
     _check_table(estimates, (*FOREST_COLUMNS, by), "estimates")
-    _check_positive(panel_size, "panel_size")
+    check_positive("panel_size", panel_size)
     claims = list(dict.fromkeys(estimates["claim"]))
     labels = list(dict.fromkeys(estimates[by].astype(str)))
     ncols = min(3, len(claims))
@@ -776,7 +771,7 @@ def plot_compression_vs_outcomes(points: pd.DataFrame, *, panel_size: float = 3.
 
     ``points`` is :func:`ibstudy.generalization.compression_vs_gap`'s table plus a ``study`` column."""
     _check_table(points, ("study", "method", "head", "middle_compression", "gap"), "points")
-    _check_positive(panel_size, "panel_size")
+    check_positive("panel_size", panel_size)
     outcomes = [o for o in OUTCOME_LABELS if o in points.columns]
     studies = list(dict.fromkeys(points["study"]))
     labels = list(dict.fromkeys(points["method"].astype(str) + "/" + points["head"].astype(str)))

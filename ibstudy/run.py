@@ -10,7 +10,6 @@ copy goes to `<results_dir>/notebooks/<name>.ipynb`, an HTML export to
 from __future__ import annotations
 
 import argparse
-import ast
 import logging
 import os
 import re
@@ -19,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ibstudy.cli_values import parse_literal as parse_value
 from ibstudy.config import PRESETS
 from ibstudy.store import atomic_write_text
 
@@ -43,7 +43,6 @@ _DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 _INJECTED = ("preset", "device", "results_dir")
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _TRACEBACK_LINES = 30
-_LITERAL_TYPES = (bool, int, float, str, list, tuple, dict, type(None))
 
 
 class NotebookFailed(RuntimeError):
@@ -117,20 +116,6 @@ def notebook_parameters(path: str | os.PathLike[str]) -> dict[str, dict[str, Any
     if not path.is_file() or path.suffix != ".ipynb":
         raise ValueError(f"notebook {str(path)!r} is not an existing .ipynb file")
     return dict(papermill.inspect_notebook(str(path)))
-
-
-def parse_value(text: str) -> Any:
-    """A command-line value as a Python literal (int, float, bool, None, list, dict), else the
-    text itself: "3" -> 3, "1e-3" -> 0.001, "[1, 2]" -> [1, 2], "cifar10" -> "cifar10"."""
-    if not isinstance(text, str):
-        raise ValueError(f"text must be a string, got {type(text).__name__}")
-    try:
-        value = ast.literal_eval(text.strip())
-    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-        return text
-    if not isinstance(value, _LITERAL_TYPES):
-        return text
-    return list(value) if isinstance(value, tuple) else value
 
 
 def _check_options(preset: str | None, device: str | None) -> None:

@@ -15,7 +15,7 @@ import pickle
 import shutil
 import tempfile
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +47,7 @@ __all__ = [
     "weights_path",
     "whole_epochs",
     "write_meta",
+    "weight_epochs",
 ]
 
 #: run-folder format: 2 = stored weights and measure settings outside the run id
@@ -454,3 +455,20 @@ class Run:
 
         num_classes = INFO[self.config.dataset].num_classes
         return get_method(self.config.method).measured(model, num_classes).eval()  # type: ignore[return-value]
+
+
+#: models with at least this many parameters store weights on a log-spaced epoch schedule
+LARGE_MODEL_PARAMS = 1_000_000
+LOG_SCHEDULE_POINTS = 24  # [ours] about this many stored epochs for a large model
+
+
+def weight_epochs(total: int, num_params: int, save_epochs: Sequence[int] = ()) -> tuple[int, ...]:
+    """Epochs whose model weights a run stores: ``save_epochs`` if given, else every epoch for models
+    below ``LARGE_MODEL_PARAMS`` parameters and a log-spaced schedule (always 0, 1 and ``total``) above."""
+    if save_epochs:
+        return tuple(sorted(set(int(e) for e in save_epochs)))
+    if num_params < LARGE_MODEL_PARAMS or total <= LOG_SCHEDULE_POINTS:
+        return tuple(range(total + 1))
+    ratio = total ** (1.0 / (LOG_SCHEDULE_POINTS - 1))
+    points = {0, total, *(round(ratio**k) for k in range(LOG_SCHEDULE_POINTS))}
+    return tuple(sorted(p for p in points if 0 <= p <= total))

@@ -10,14 +10,14 @@ Value syntax on the command line: integers, numbers and strings as for ``train``
 ``true``/``false``; ``--train-size`` an integer or ``none``; tuple fields (``milestones``,
 ``probe_epochs``, ``save_epochs``) take integers joined by ``+`` per value and ``none`` for the empty
 tuple, e.g. ``--milestones 20+30,none`` is a grid of two values, (20, 30) and ();
-``record_fractions`` takes numbers the same way (``0.25+0.5``).
+``record_fractions`` takes numbers the same way (``0.25+0.5``). The parsing lives in
+``ibstudy.cli_values``, shared with ``train``.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import functools
 import itertools
 import os
 import shlex
@@ -26,7 +26,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from ibstudy.checks import check_choice
-from ibstudy.config import LAYERWISE_METHODS, PRESETS, TrainConfig
+from ibstudy.cli_values import grid_help, grid_value, option_text
+from ibstudy.config import PRESETS, TrainConfig
 
 if TYPE_CHECKING:
     from ibstudy.store import Run
@@ -54,6 +55,11 @@ def _unknown_field(name: str, where: str = "the sweep grid") -> ValueError:
     return ValueError(f"unknown TrainConfig field {name!r} in {where}; allowed: {sorted(_FIELDS)}")
 
 
+def _default(name: str) -> Any:
+    """Field ``name``'s default, which says how its values are written (ibstudy.cli_values)."""
+    return getattr(TrainConfig(), name)
+
+
 def _describe(point: Mapping[str, Any]) -> str:
     """``method='e2e', seed=0`` (the grid point as it appears in error messages)."""
     return ", ".join(f"{k}={v!r}" for k, v in point.items())
@@ -79,37 +85,6 @@ def expand_grid(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
     return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*grid.values())]
 
 
-def _parse_tuple(text: str, cast: type = int) -> tuple:
-    return () if text.lower() == "none" else tuple(cast(t) for t in text.split("+"))
-
-
-def _parse_optional_int(text: str) -> int | None:
-    return None if text.lower() == "none" else int(text)
-
-
-def _parse_value(name: str, text: str) -> Any:
-    """One grid value of field ``name`` from its command-line text (ValueError naming the field)."""
-    default = getattr(TrainConfig(), name)
-    parse: Any = type(default)
-    kind = {int: "an integer", float: "a number"}.get(parse, "a string")
-    if isinstance(default, bool):
-        from ibstudy.__main__ import _parse_bool  # lazy: ibstudy.__main__ imports this module
-
-        kind, parse = "true or false", _parse_bool
-    elif name == "record_fractions":
-        kind = "numbers joined by '+' such as 0.25+0.5, or none for the empty tuple"
-        parse = functools.partial(_parse_tuple, cast=float)
-    elif isinstance(default, tuple):
-        kind = "integers joined by '+' such as 20+30, or none for the empty tuple"
-        parse = _parse_tuple
-    elif name == "train_size":
-        kind, parse = "an integer or none", _parse_optional_int
-    try:
-        return parse(text.strip())
-    except (ValueError, argparse.ArgumentTypeError):
-        raise ValueError(f"{name}: expected {kind}, got {text.strip()!r}") from None
-
-
 def parse_grid(pairs: Iterable[tuple[str, str]] | Mapping[str, str]) -> dict[str, list[Any]]:
     """The grid from ``(field, text)`` pairs such as ``("seed", "0,1,2")``: each text a comma list
     parsed with the field's type (module docstring); ValueError naming the field for bad input."""
@@ -128,7 +103,7 @@ def parse_grid(pairs: Iterable[tuple[str, str]] | Mapping[str, str]) -> dict[str
             )
         if any(not p.strip() for p in parts):
             raise ValueError(f"{name}: empty value in the comma list {text!r}")
-        grid[name] = [_parse_value(name, p) for p in parts]
+        grid[name] = [grid_value(name, _default(name), p) for p in parts]
     return grid
 
 
@@ -158,13 +133,13 @@ def sweep_configs(
         raise ValueError(f"field(s) {both} are both fixed and in the sweep grid; give them once")
     configs: list[TrainConfig] = []
     seen: dict[Any, dict[str, Any]] = {}
-    methods = list(grid.get("method", []))
-    mixed = any(m in LAYERWISE_METHODS for m in methods) and any(
-        m not in LAYERWISE_METHODS for m in methods
-    )
+    from ibstudy.methods import layerwise_methods  # the registry (imports torch)
+
+    layerwise, methods = layerwise_methods(), list(grid.get("method", []))
+    mixed = any(m in layerwise for m in methods) and any(m not in layerwise for m in methods)
     for point in expand_grid(grid):
         settings, collapsed = {**fixed, **point}, False
-        if mixed and settings["method"] not in LAYERWISE_METHODS:
+        if mixed and settings["method"] not in layerwise:
             for name, neutral in LAYERWISE_ONLY.items():  # not this method's: one neutral run
                 if name in settings and settings[name] != neutral:
                     settings[name], collapsed = neutral, True
@@ -193,15 +168,6 @@ def sweep_configs(
 # ------------------------------------------------------------------------------------------------
 
 
-def _option_text(value: Any) -> str:
-    """A config value as the ``train`` command's option text."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, tuple):
-        return ",".join(str(v) for v in value)
-    return repr(value) if isinstance(value, float) else str(value)
-
-
 def command_for(
     cfg: TrainConfig, preset: str, *, always: Iterable[str] = (), progress: bool = True
 ) -> str:
@@ -226,7 +192,7 @@ def command_for(
     words = ["python", "-m", "ibstudy", "train", "--preset", preset]
     for name, value in overrides.items():
         if value is not None:  # only train_size can be None, which is every preset's default
-            words += ["--" + name.replace("_", "-"), _option_text(value)]
+            words += ["--" + name.replace("_", "-"), option_text(value)]
     words += [] if progress else ["--no-progress"]
     return shlex.join([*words, "--resume"])
 
@@ -310,19 +276,6 @@ class _GridOption(argparse.Action):
         )
 
 
-def _field_help(name: str) -> tuple[str, str]:
-    """(metavar, help) of a field's grid option."""
-    default = getattr(TrainConfig(), name)
-    if isinstance(default, bool):
-        return "B,...", "comma list of true|false"
-    if isinstance(default, tuple):
-        return "N+N,...", "comma list of tuples: integers joined by '+', none = empty"
-    if name == "train_size":
-        return "N,...", "comma list of integers or none (all images)"
-    metavar = {int: "N,...", float: "X,..."}.get(type(default), "S,...")
-    return metavar, "comma list"
-
-
 def _one_line_errors(parser: argparse.ArgumentParser) -> None:
     """Make ``parser`` report bad options as one ``error: ...`` line (exit 2) and hand unknown
     options to the command (``args.unknown``), which names them as unknown fields."""
@@ -374,7 +327,7 @@ def add_sweep_parser(subparsers: Any) -> None:
         help="run side by side, one run per listed GPU at a time (e.g. 0,1,2,3)",
     )  # fmt: skip
     for name in _FIELDS:
-        metavar, text = _field_help(name)
+        metavar, text = grid_help(name, _default(name))
         parser.add_argument(
             "--" + name.replace("_", "-"), action=_GridOption, field=name, dest="grid",
             default=None, metavar=metavar, help=text,

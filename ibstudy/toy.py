@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ibstudy.checks import check_choice, check_int, check_positive
 from ibstudy.data import von_mises_toy
 from ibstudy.hsic import hsic, nhsic
 from ibstudy.losses import kernel_mass, same_class_share, snn_loss
@@ -94,18 +95,6 @@ HISTORY_COLUMNS: tuple[str, ...] = (
 # --------------------------------------------------------------------------------------------------
 # configuration and validation
 # --------------------------------------------------------------------------------------------------
-def _check_int(name: str, value: object, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-
-
-def _check_positive(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    if value <= 0:
-        raise ValueError(f"{name} must be > 0, got {value!r}")
-
-
 @dataclass(frozen=True)
 class ToyConfig:
     """Every setting of one toy run; ``validate`` raises ValueError naming a bad field."""
@@ -129,34 +118,28 @@ class ToyConfig:
 
     def validate(self) -> ToyConfig:
         """Check every field (cheap, before any training); return self."""
-        if self.method not in TOY_METHODS:
-            raise ValueError(f"method must be one of {list(TOY_METHODS)}, got {self.method!r}")
+        check_choice("method", self.method, TOY_METHODS)
         for name in ("n_train", "n_eval"):
             value = getattr(self, name)
-            _check_int(name, value, 4)
+            check_int(name, value, minimum=4)
             if value % 2:
                 raise ValueError(f"{name} must be even (two balanced classes), got {value}")
-        _check_int("steps", self.steps, 1)
-        _check_positive("lr", self.lr)
-        _check_int("seed", self.seed, 0)
-        _check_int("record_every", self.record_every, 1)
-        _check_int("hidden", self.hidden, 1)
-        _check_int("depth", self.depth, 1)
+        check_int("steps", self.steps, minimum=1)
+        check_positive("lr", self.lr)
+        check_int("seed", self.seed, minimum=0)
+        check_int("record_every", self.record_every, minimum=1)
+        check_int("hidden", self.hidden, minimum=1)
+        check_int("depth", self.depth, minimum=1)
         if self.weight_norm is not None:
-            _check_positive("weight_norm", self.weight_norm)
-        if self.local_loss not in LOCAL_LOSSES:
-            raise ValueError(
-                f"local_loss must be one of {list(LOCAL_LOSSES)}, got {self.local_loss!r}"
-            )
-        if self.kernel not in TOY_KERNELS:
-            raise ValueError(f"kernel must be one of {list(TOY_KERNELS)}, got {self.kernel!r}")
-        _check_positive("sigma", self.sigma)
+            check_positive("weight_norm", self.weight_norm)
+        check_choice("local_loss", self.local_loss, LOCAL_LOSSES)
+        check_choice("kernel", self.kernel, TOY_KERNELS)
+        check_positive("sigma", self.sigma)
         if self.temperature is not None:
-            _check_positive("temperature", self.temperature)
-        if self.aux_init not in AUX_INITS:
-            raise ValueError(f"aux_init must be one of {list(AUX_INITS)}, got {self.aux_init!r}")
+            check_positive("temperature", self.temperature)
+        check_choice("aux_init", self.aux_init, AUX_INITS)
         if self.batch_size is not None:
-            _check_int("batch_size", self.batch_size, 4)
+            check_int("batch_size", self.batch_size, minimum=4)
             if self.batch_size > self.n_train:
                 raise ValueError(
                     f"batch_size must be <= n_train = {self.n_train}, got {self.batch_size}"
@@ -400,7 +383,7 @@ def train_toy(
     measured on a busy 2-core CPU). Runs on the CPU.
     """
     if num_threads is not None:
-        _check_int("num_threads", num_threads, 1)
+        check_int("num_threads", num_threads, minimum=1)
     cfg = ToyConfig(
         method=method, n_train=n_train, n_eval=n_eval, steps=steps, lr=lr, seed=seed,
         record_every=record_every, hidden=hidden, depth=depth, weight_norm=weight_norm,

@@ -29,8 +29,8 @@ from torch.utils.data import Dataset, Subset
 
 from ibstudy.checkpoint_state import plain, rng_state, set_rng_state
 from ibstudy.checks import check_int
-from ibstudy.config import METHODS, OPTIMIZERS, PRESETS, TrainConfig, weight_epochs
-from ibstudy.data import INFO, eval_subset, load_dataset, make_loader
+from ibstudy.config import OPTIMIZERS, PRESETS, TrainConfig
+from ibstudy.data import INFO, TwoViews, eval_subset, load_splits, make_loader
 from ibstudy.device import pick_device, seed_everything
 from ibstudy.distributed import Dist
 from ibstudy.distributed import setup as setup_distributed
@@ -47,30 +47,16 @@ from ibstudy.store import (
     RunLocked,
     atomic_torch_save,
     run_lock,
+    weight_epochs,
     weights_path,
     write_meta,
     write_tables,
 )
-from ibstudy.tables import EPOCH_COLUMNS, LAYER_COLUMNS, PLANE_COLUMNS
+from ibstudy.tables import EPOCH_COLUMNS, LAYER_COLUMNS
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint and metrics are kept on disk."""
-
-
-class _TwoViews(Dataset):
-    """Returns two independently augmented views of each item (for the supervised contrastive loss)."""
-
-    def __init__(self, base: Dataset) -> None:
-        self.base = base
-
-    def __len__(self) -> int:
-        return len(self.base)  # type: ignore[arg-type]
-
-    def __getitem__(self, i: int) -> tuple[Tensor, int]:
-        a, y = self.base[i]
-        b, _ = self.base[i]
-        return torch.stack([a, b]), y
 
 
 class Trainer:
@@ -92,28 +78,15 @@ class Trainer:
         self.cfg = cfg
         self.dist = dist
         self.progress = progress and (dist is None or dist.main)
-        self.device = pick_device(cfg.device)
-        if dist is not None and self.device.type == "cuda":
-            self.device = torch.device("cuda", dist.local_rank)
-            torch.cuda.set_device(self.device)
-        self.engine = Engine(cfg, self.device, dist, compiler)
+        self.engine = Engine(cfg, Engine.device_for(cfg, dist), dist, compiler)
+        self.device = self.engine.device
         self.path = cfg.run_dir()
         seed_everything(cfg.seed)
         info = INFO[cfg.dataset]
         self.num_classes = info.num_classes
         method_cls = get_method(cfg.method)
-        if data is None:
-            train = load_dataset(
-                cfg.dataset, split="train", root=cfg.data_root, download=cfg.download,
-                augment=cfg.augment,
-            )  # fmt: skip
-            test = load_dataset(
-                cfg.dataset, split="test", root=cfg.data_root, download=cfg.download
-            )
-            self.train_plain: Dataset = train.plain()
-        else:
-            train, test = data  # type: ignore[assignment]
-            self.train_plain = train
+        train, test = data if data is not None else load_splits(cfg)
+        self.train_plain: Dataset = train if data is not None else train.plain()  # type: ignore[attr-defined]
         if cfg.train_size is not None:
             train = Subset(train, range(cfg.train_size))  # type: ignore[assignment]
         self.train_set: Dataset = train
@@ -129,7 +102,7 @@ class Trainer:
         shape = (info.in_channels, info.image_size, info.image_size)
         self.method = method_cls(cfg, self.model, info.num_classes, shape)
         if self.method.views == 2:
-            self.train_set = _TwoViews(train)
+            self.train_set = TwoViews(train)
         self.heads = self.method.modules.to(self.device)  # checkpoints call them "heads"
         self.view: nn.Module = self.method.view()
         self.model = self.engine.prepare(self.model)
@@ -138,9 +111,6 @@ class Trainer:
         self.save_epochs = set(weight_epochs(cfg.total_epochs(), num_params, cfg.save_epochs))
         self.stage = STAGELESS  # a staged method enters its first stage in epoch 1
         self._new_optimizer()
-        self.amp, self.amp_dtype, self.scaler = (
-            self.engine.amp, self.engine.amp_dtype, self.engine.scaler
-        )
         self.engine.switch(self.model, self.method)
         self.device_data = self.engine.device_data(self.train_set, self.method.views)
         self.epoch_rows: list[dict[str, Any]] = []
@@ -322,22 +292,10 @@ class Trainer:
         }  # fmt: skip
         test_acc, head_acc = self.evaluate()
         self.epoch_rows.append(plain({**base, **stats, "test_acc": test_acc}))
-        plane = self.measure_plane()
-        probes = None
-        if epoch in cfg.probe_epochs:
-            probes = self.probe()
-        settings = self.recorder.mcfg.columns()
-        for row in plane.to_dict("records"):
-            index = int(row["layer_index"])
-            out = {**base, "layer": row["layer"], "layer_index": index}
-            out.update({col: row[col] for col in PLANE_COLUMNS})
-            out.update(settings)
-            out["probe_train_acc"] = out["probe_test_acc"] = math.nan
-            if probes is not None and index < self.num_blocks:
-                out["probe_train_acc"] = float(probes.iloc[index]["probe_train_acc"])
-                out["probe_test_acc"] = float(probes.iloc[index]["probe_test_acc"])
-            out["head_test_acc"] = head_acc[index] if index < self.num_blocks else math.nan
-            self.layer_rows.append(plain(out))
+        plane = self.measure_plane()  # before the probes, as always (the same RNG order)
+        probes = self.probe() if epoch in cfg.probe_epochs else None
+        rows = self.recorder.layer_rows(plane, base, probes, head_acc)
+        self.layer_rows.extend(plain(row) for row in rows)
 
     # ---------------------------------------------------------------- persistence
     def state(self) -> dict[str, Any]:
@@ -352,7 +310,7 @@ class Trainer:
             "heads": self.heads.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(),
+            "scaler": self.engine.scaler.state_dict(),
             "rng": rng_state(),
             "epoch_rows": [plain(row) for row in self.epoch_rows],
             "layer_rows": [plain(row) for row in self.layer_rows],
@@ -373,7 +331,7 @@ class Trainer:
         self._new_optimizer()
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
+        self.engine.scaler.load_state_dict(state["scaler"])
         self.epoch = state["epoch"]
         self.step = state.get("step", self.epoch * self.steps_per_epoch)  # older checkpoints
         self.epoch_rows = [plain(dict(row)) for row in state["epoch_rows"]]
@@ -511,5 +469,5 @@ def _train_distributed(
 
 
 __all__ = [
-    "METHODS", "OPTIMIZERS", "PRESETS", "Run", "TrainConfig", "Trainer", "TrainingDiverged", "train",
+    "OPTIMIZERS", "PRESETS", "Run", "TrainConfig", "Trainer", "TrainingDiverged", "train",
 ]  # fmt: skip

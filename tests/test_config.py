@@ -14,15 +14,13 @@ import pytest
 
 from ibstudy import checks
 from ibstudy.config import (
-    LARGE_MODEL_PARAMS,
     MEASURE_FIELDS,
     PRESET_SEEDS,
     PRESETS,
     MeasureConfig,
     TrainConfig,
-    weight_epochs,
 )
-from ibstudy.store import atomic_write, atomic_write_text
+from ibstudy.store import LARGE_MODEL_PARAMS, atomic_write, atomic_write_text, weight_epochs
 from ibstudy.tables import check_one_estimator, num_classes_of, select
 
 

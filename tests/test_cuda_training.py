@@ -68,7 +68,7 @@ def test_bf16_channels_last_and_compile_train(tmp_path):
         losses = [tr.train_epoch(e)["train_loss"] for e in (1, 2, 3)]
     text = " ".join(str(w.message) for w in caught)
     assert "compile" not in text and "ignored" not in text, text  # nothing fell back
-    assert tr.amp and tr.amp_dtype == torch.bfloat16 and tr.compiled
+    assert tr.engine.amp and tr.engine.amp_dtype == torch.bfloat16 and tr.compiled
     conv = next(m for m in tr.model.modules() if isinstance(m, torch.nn.Conv2d))
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
     assert losses[-1] < losses[0] and tr.train_epoch(4)["train_acc"] > 0.3  # it learns (chance 0.1)

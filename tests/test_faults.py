@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from conftest import tiny_config
 
 from ibstudy.__main__ import main
 from ibstudy.config import TrainConfig
@@ -164,11 +165,8 @@ def test_second_writer_fails_at_once_naming_the_holder(tmp_path):
 
 # ---------------------------------------------------------------- damaged files
 def _tiny(tmp_path: Path, **kw) -> TrainConfig:
-    base = dict(
-        train_size=256, eval_size=256, chunk_size=128, probe_size=256, probe_steps=10, epochs=2,
-        device="cpu", results_dir=str(tmp_path / "runs"), run_name="d",
-    )  # fmt: skip
-    return TrainConfig.preset("quick", **{**base, **kw})
+    base = dict(train_size=256, probe_steps=10, run_name="d")
+    return tiny_config(tmp_path, **{**base, **kw})
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ import math
 import pandas as pd
 import pytest
 import torch
+from conftest import tiny_config
 from test_training import assert_same_metrics
 
 from ibstudy.hsic import (
@@ -21,15 +22,7 @@ from ibstudy.methods import forward_forward as ff
 from ibstudy.methods import signal_propagation as sp
 from ibstudy.training import TrainConfig, Trainer, train
 
-
-def tiny(tmp_path, **overrides) -> TrainConfig:
-    """LeNet5 on 512 mnist5k digits, 256 evaluation images, 2 epochs."""
-    base = dict(
-        train_size=512, eval_size=256, chunk_size=128, probe_size=256, probe_steps=20,
-        epochs=2, device="cpu", results_dir=str(tmp_path / "runs"),
-    )  # fmt: skip
-    base.update(overrides)
-    return TrainConfig.preset("quick", **base)
+tiny = tiny_config
 
 
 # ---------------------------------------------------------------- differentiable nHSIC

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import tiny_config
 
 import ibstudy.measure as measure_mod
 from ibstudy.__main__ import main
@@ -23,12 +24,8 @@ NHSIC = ["nhsic_xz", "nhsic_yz", "floor_xz", "floor_yz", "nhsic_xz_std", "nhsic_
 
 
 def tiny(tmp_path, **overrides) -> TrainConfig:
-    base = dict(
-        train_size=512, eval_size=256, chunk_size=128, probe_size=256, probe_steps=20,
-        epochs=2, device="cpu", results_dir=str(tmp_path / "runs"), probe_epochs=(),
-    )  # fmt: skip
-    base.update(overrides)
-    return TrainConfig.preset("quick", **base)
+    """The shared tiny config without probes."""
+    return tiny_config(tmp_path, **{"probe_epochs": (), **overrides})
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_runs import tiny
+from conftest import outcome_config as tiny
 from torch import Tensor
 
 from ibstudy.losses import cross_entropy
@@ -97,7 +97,9 @@ def test_a_part_that_cannot_compile_is_named_and_runs_eagerly(tmp_path) -> None:
     def refuse(module):
         raise RuntimeError("no backend")
 
-    cfg = tiny(tmp_path, method="layerwise", head="linear", train_size=64, probe_size=64, compile=True)
+    cfg = tiny(
+        tmp_path, method="layerwise", head="linear", train_size=64, probe_size=64, compile=True
+    )
     with pytest.warns(UserWarning, match=r"layerwise part 'blocks.0' \(no backend\)"):
         tr = Trainer(cfg, progress=False, compiler=refuse)
     assert tr.compiled == []

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
-from tiny_runs import tiny
+from conftest import outcome_config as tiny
 
 import ibstudy.outcomes as outcomes
 from ibstudy.data import INFO, eval_subset, load_dataset

@@ -8,21 +8,14 @@ import math
 import pandas as pd
 import pytest
 import torch
+from conftest import tiny_config
 
 import ibstudy.training as training
 from ibstudy.losses import cross_entropy
 from ibstudy.methods import e2e as e2e_method
 from ibstudy.training import TrainConfig, Trainer, TrainingDiverged, train
 
-
-def tiny(tmp_path, **overrides) -> TrainConfig:
-    """A seconds-long config: LeNet5 on 512 mnist5k digits, 256 evaluation images."""
-    base = dict(
-        train_size=512, eval_size=256, chunk_size=128, probe_size=256, probe_steps=20,
-        epochs=2, device="cpu", results_dir=str(tmp_path / "runs"),
-    )  # fmt: skip
-    base.update(overrides)
-    return TrainConfig.preset("quick", **base)
+tiny = tiny_config
 
 
 def assert_same_metrics(full, resumed) -> None:

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from tiny_runs import tiny as tiny_config
+from conftest import outcome_config as tiny_config
 
 from ibstudy.__main__ import main
 from ibstudy.config import TrainConfig
