@@ -22,6 +22,7 @@ from ibstudy.store import Run
 from ibstudy.tables import MEASURE_COLUMNS, check_table
 
 __all__ = [
+    "ESTIMATOR_CLAIMS",
     "PROBE_COLUMNS",
     "claims_by_estimator",
     "estimator_suite",
@@ -33,6 +34,8 @@ __all__ = [
 ]
 
 PROBE_COLUMNS: tuple[str, ...] = ("probe_train_acc", "probe_test_acc", "head_test_acc")
+#: the claims an estimator can change (the plane's), repeated under every estimator by notebook 07
+ESTIMATOR_CLAIMS: tuple[str, ...] = ("C1", "C2", "C3", "C3b")
 _JOIN = ["run", "method", "head", "epoch", "layer"]
 
 
@@ -147,7 +150,7 @@ def claims_by_estimator(
     epochs: pd.DataFrame,
     *,
     baseline: Mapping[str, object] | None = None,
-    claims: Sequence[str] | None = ("C1", "C2", "C3", "C3b"),
+    claims: Sequence[str] | None = ESTIMATOR_CLAIMS,
 ) -> pd.DataFrame:
     """The registered claims under every estimator (sensitivity analyses, docs/method.md §12): one
     row per claim and estimator with the effect of E2E against ``baseline`` (columns to select it;

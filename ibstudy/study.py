@@ -4,26 +4,40 @@ A training notebook calls :func:`run_study` with its parameters and the variants
 per variant, trained or reused), and gets the concatenated tables back, also written under
 ``<results_dir>/tables/`` for the summary notebook. :func:`measure_runs` re-measures stored runs under
 another estimator (docs/method.md §10) without retraining.
+
+The notebooks' own policy lives here too, not in their cells: where a notebook's epochs and seeds
+depart from the preset's (:data:`NOTEBOOK_DEFAULTS`, :func:`notebook_epochs`, :func:`notebook_seeds`),
+notebook 08's variants (:func:`beyond_variants`) and the studies notebook 06 pools
+(:data:`SUMMARY_STUDIES`, :func:`read_studies`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from ibstudy.checks import check_int_list
-from ibstudy.config import PRESET_SEEDS, MeasureConfig, TrainConfig
+from ibstudy.checks import check_choice, check_int, check_int_list, check_real
+from ibstudy.config import PRESET_SEEDS, PRESETS, MeasureConfig, TrainConfig
 from ibstudy.store import Run, atomic_write_text
 
 __all__ = [
+    "BEYOND_LAMBDAS",
+    "NOTEBOOK_DEFAULTS",
+    "NotebookDefaults",
+    "SUMMARY_STUDIES",
     "StudyTables",
+    "beyond_variants",
     "concat_tables",
     "measure_runs",
+    "notebook_epochs",
     "notebook_params",
+    "notebook_seeds",
+    "read_pooled_tables",
+    "read_studies",
     "read_tables",
     "run_study",
     "scale_label",
@@ -206,3 +220,98 @@ def notebook_params(namespace: Mapping[str, Any]) -> dict[str, Any]:
 
     names = {"preset", "results_dir", *(f.name for f in dataclasses.fields(TrainConfig))}
     return {k: v for k, v in namespace.items() if k in names}
+
+
+@dataclass(frozen=True)
+class NotebookDefaults:
+    """Where a training notebook's ``epochs=None`` / ``seeds=None`` depart from its preset's."""
+
+    epochs: Mapping[str, int] = field(default_factory=dict)  # per preset
+    other_epochs: int | None = None  # at the presets ``epochs`` leaves out; None: the preset's
+    one_seed: bool = False  # seeds=None trains ``seed`` alone, not the preset's seeds
+
+
+_PRESET = NotebookDefaults()
+#: a thin ResNet epoch costs ~7 s on a 2-core CPU: fewer epochs, one seed; 05 reuses 04's runs
+_RESNET = NotebookDefaults({"quick": 2, "study": 10}, one_seed=True)
+#: the training notebooks by number; 07 re-measures 02's runs, 08 trains eleven variants per seed
+NOTEBOOK_DEFAULTS: dict[str, NotebookDefaults] = {
+    "02": _PRESET,
+    "03": _PRESET,
+    "04": _RESNET,
+    "05": _RESNET,
+    "07": _PRESET,
+    "08": NotebookDefaults({"quick": 3, "study": 20}, other_epochs=400, one_seed=True),
+}
+
+
+def _defaults(notebook: str) -> NotebookDefaults:
+    check_choice("notebook", notebook, list(NOTEBOOK_DEFAULTS))
+    return NOTEBOOK_DEFAULTS[notebook]
+
+
+def notebook_epochs(notebook: str, preset: str, epochs: int | None = None) -> int | None:
+    """The epochs training ``notebook`` (e.g. ``"08"``) runs at ``preset``: ``epochs`` when given,
+    else its :data:`NOTEBOOK_DEFAULTS` entry; None leaves the preset's value."""
+    defaults = _defaults(notebook)
+    check_choice("preset", preset, PRESETS)
+    if epochs is not None:
+        return check_int("epochs", epochs, minimum=1)
+    return defaults.epochs.get(preset, defaults.other_epochs)
+
+
+def notebook_seeds(
+    notebook: str, seed: int, seeds: Sequence[int] | None = None
+) -> Sequence[int] | None:
+    """The seeds ``notebook`` passes to :func:`run_study`: ``seeds`` when given, else ``[seed]`` where
+    it trains one seed by default, else None (the preset's seeds)."""
+    if seeds is not None or not _defaults(notebook).one_seed:
+        return seeds
+    return [seed]
+
+
+#: notebook 08's nHSIC regularizer weights (its ``lambdas`` parameter)
+BEYOND_LAMBDAS: tuple[float, ...] = (0.01, 0.1)
+
+
+def beyond_variants(epochs: int, lambdas: Sequence[float] = BEYOND_LAMBDAS) -> list[dict[str, Any]]:
+    """Notebook 08's variants, in its order (eleven with two ``lambdas``); sequential layer-wise
+    training gets ``max(1, epochs // 5)`` epochs per stage (four blocks, then the classifier)."""
+    if not isinstance(lambdas, list | tuple) or not lambdas:
+        raise ValueError(f"lambdas must be a non-empty list of numbers >= 0, got {lambdas!r}")
+    weights = [check_real("lambdas entries", v, minimum=0.0) for v in lambdas]
+    epochs = check_int("epochs", epochs, minimum=1)
+    lw = {"method": "layerwise", "head": "linear"}
+    return [
+        {"method": "e2e"},
+        dict(lw),
+        {"method": "layerwise_sequential", "head": "linear", "epochs": max(1, epochs // 5)},
+        {**lw, "local_loss": "supcon", "augment": True},
+        {**lw, "local_loss": "similarity_matching"},
+        *[
+            {**lw, "nhsic_reg": reg, "nhsic_lambda": lam}
+            for reg in ("global", "local")
+            for lam in weights
+        ],
+        {"method": "forward_forward"},
+        {"method": "signal_propagation"},
+    ]
+
+
+#: notebook 06's studies: a label and the notebooks' tables it pools (02's runs with 03's MLP heads)
+SUMMARY_STUDIES: dict[str, tuple[str, ...]] = {
+    "LeNet5": ("02_lenet5", "03_heads"),
+    "ResNet": ("05_resnet",),
+}
+
+
+def read_studies(
+    studies: Mapping[str, Sequence[str]] = SUMMARY_STUDIES, *, results_dir: str = "results"
+) -> dict[str, tuple[pd.DataFrame, pd.DataFrame]]:
+    """Each study's pooled ``(epochs, layers)`` tables (:func:`read_pooled_tables`), in the order
+    of ``studies``; a study none of whose notebooks has run is left out."""
+    found = {
+        label: read_pooled_tables(names, results_dir=results_dir)
+        for label, names in studies.items()
+    }
+    return {label: tables for label, tables in found.items() if tables is not None}

@@ -33,6 +33,7 @@ __all__ = [
     "check_one_estimator",
     "check_table",
     "finite",
+    "last_epoch",
     "match_runs",
     "num_classes_of",
     "rows_of",
@@ -114,6 +115,12 @@ def finite(df: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
     """Rows whose ``columns`` are all finite numbers."""
     values = df[list(columns)].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
     return df[np.isfinite(values).all(axis=1)]
+
+
+def last_epoch(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows of each run's last epoch (the largest ``epoch`` the run recorded), in table order."""
+    check_table(table, ["run", "epoch"], "table")
+    return table[table["epoch"] == table.groupby("run")["epoch"].transform("max")].copy()
 
 
 def run_keys(df: pd.DataFrame) -> list[tuple[object, object, object]]:

@@ -2,24 +2,38 @@
 
 from __future__ import annotations
 
+import ast
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from ibstudy.claims import CLAIMS
+from ibstudy.robustness import ESTIMATOR_CLAIMS, estimator_suite
 from ibstudy.run import NotebookFailed, discover_notebooks, run_notebooks
+from ibstudy.study import NOTEBOOK_DEFAULTS, SUMMARY_STUDIES, beyond_variants
+from ibstudy.toy import TOY_METHODS
+from ibstudy.toy_ablation import ABLATIONS
 
-NOTEBOOKS = discover_notebooks(Path(__file__).resolve().parents[1] / "notebooks")
+FOLDER = Path(__file__).resolve().parents[1] / "notebooks"
+NOTEBOOKS = discover_notebooks(FOLDER)
 TINY = {
     "epochs": 1, "train_size": 256, "eval_size": 256, "chunk_size": 128, "probe_steps": 10,
     "device": "cpu",
 }  # fmt: skip
+ABLATION_SEEDS = [0]
+
+
+def _notebook(number: str) -> Path:
+    return next(p for p in NOTEBOOKS if p.name.startswith(number))
 
 
 def test_notebooks_are_numbered_and_clean():
     names = [p.name[:2] for p in NOTEBOOKS]
-    assert names == sorted(names) and names[0] == "00" and len(names) >= 7
+    assert len(NOTEBOOKS) == len(list(FOLDER.glob("*.ipynb")))  # every notebook is numbered
+    assert names == [f"{i:02d}" for i in range(len(NOTEBOOKS))]  # 00, 01, ... without gaps
     for path in NOTEBOOKS:
         nb = json.loads(path.read_text())
         tagged = [c for c in nb["cells"] if "parameters" in c["metadata"].get("tags", [])]
@@ -37,7 +51,7 @@ def study(tmp_path_factory):
         declared = set(_parameters(path))
         params = {k: v for k, v in TINY.items() if k in declared}
         if "n_train" in declared:  # the toy notebook
-            params.update(n_train=400, n_eval=128, steps=60, ablation_seeds=[0])
+            params.update(n_train=400, n_eval=128, steps=60, ablation_seeds=ABLATION_SEEDS)
         run_notebooks([path], parameters=params, results_dir=str(results), html=False)
     return results
 
@@ -46,6 +60,29 @@ def _parameters(path: Path) -> dict:
     from ibstudy.run import notebook_parameters
 
     return notebook_parameters(path)
+
+
+def _code(path: Path) -> str:
+    cells = json.loads(path.read_text())["cells"]
+    return "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+
+
+def test_training_notebooks_take_their_defaults_from_the_library():
+    """Every notebook that trains reads its epochs and seeds from ibstudy.study (no policy in cells)."""
+    training = [p for p in NOTEBOOKS if "run_study(" in _code(p)]
+    assert {p.name[:2] for p in training} == set(NOTEBOOK_DEFAULTS)
+    for path in training:
+        code, number = _code(path), path.name[:2]
+        assert f'notebook_epochs("{number}", preset, epochs)' in code, path.name
+        assert f'notebook_seeds("{number}", seed' in code, path.name
+        assert not re.search(r"seeds = \[seed\]|\.get\(preset", code), path.name
+    assert "beyond_variants(n_epochs, lambdas)" in _code(_notebook("08"))
+    assert "last_epoch(" in _code(_notebook("08"))
+    assert 'groupby("run")["epoch"]' not in _code(_notebook("08"))
+    summary = _code(_notebook("06"))
+    assert "read_studies(SUMMARY_STUDIES" in summary
+    written = {name for p in training for name in re.findall(r'run_study\(\s*"(\w+)"', _code(p))}
+    assert {name for names in SUMMARY_STUDIES.values() for name in names} <= written
 
 
 def test_every_notebook_executes_and_writes(study):
@@ -63,7 +100,7 @@ def test_every_notebook_executes_and_writes(study):
         layers = pd.read_csv(study / "tables" / f"{name}_layers.csv")
         assert set(layers["epoch"]) == {0, 1} and layers["nhsic_xz"].notna().all()
     claims = pd.read_csv(study / "tables" / "06_claims.csv")
-    assert set(claims["claim"]) == {"C1", "C2", "C3", "C3b", "C4a", "C4b"}
+    assert set(claims["claim"]) == set(CLAIMS)
     # one seed: each contrast without an interval, never a verdict
     assert set(claims["verdict"]) == {"not measured"} and (claims["n"] == 1).all()
     assert claims["reason"].str.contains("1 seed").all()
@@ -71,18 +108,35 @@ def test_every_notebook_executes_and_writes(study):
     assert claims["scale"].str.contains("1 epochs").all()
     lenet = claims[claims["study"] == "LeNet5"]
     assert set(lenet["baseline"]) == {"layerwise/linear", "layerwise/mlp"}
+    lambdas = ast.literal_eval(_parameters(_notebook("08"))["lambdas"]["default"])
+    variants = beyond_variants(TINY["epochs"], lambdas)
     comparison = pd.read_csv(study / "tables" / "08_comparison.csv").set_index("variant")
-    assert len(comparison) == 11 and comparison.loc["e2e", "role_gap"] == 0
+    assert len(comparison) == len(variants) and comparison.loc["e2e", "role_gap"] == 0
     assert comparison["final_test_acc"].between(0, 1).all()
     ablation = pd.read_csv(study / "toy" / "ablation.csv")
-    assert len(ablation) == 5 * 2 and set(ablation["steps"]) == {60}
+    assert len(ablation) == len(ABLATIONS) * len(TOY_METHODS) * len(ABLATION_SEEDS)
+    assert set(ablation["steps"]) == {60}
     robust = pd.read_csv(study / "tables" / "07_claims_by_estimator.csv")
     assert robust.groupby("estimator")["claim"].apply(sorted).map(tuple).nunique() == 1
-    assert robust["estimator"].nunique() == 4 and len(robust) == 4 * 4
-    # notebook 07 re-measured notebook 02's runs: it trained nothing new
-    runs = {p.name for p in (study / "runs").iterdir()}
-    # 02: e2e, linear; 03: mlp; 08: its eleven variants (trained without probes: none is 02's)
-    assert sum(name.startswith("lenet5-") for name in runs) == 3 + 11
+    estimators = len(estimator_suite(256)) + 1  # and the paper's, floor-corrected
+    assert robust["estimator"].nunique() == estimators
+    assert set(robust["claim"]) == set(ESTIMATOR_CLAIMS)
+    assert len(robust) == estimators * len(ESTIMATOR_CLAIMS)
+
+    def runs_of(name: str) -> set[str]:
+        return set(pd.read_csv(study / "tables" / f"{name}_epochs.csv")["run"])
+
+    # notebook 07 re-measured notebook 02's runs: it trained nothing new; 03 reused 02's linear
+    # run; 08 trained its variants without probes, so none is 02's
+    assert runs_of("07_runs") == runs_of("02_lenet5")
+    lenet02 = pd.read_csv(study / "tables" / "02_lenet5_epochs.csv")
+    linear = lenet02[(lenet02["method"] == "layerwise") & (lenet02["head"] == "linear")]
+    assert runs_of("03_heads") & runs_of("02_lenet5") == set(linear["run"])
+    lenet = runs_of("02_lenet5") | runs_of("03_heads")
+    beyond = runs_of("08_beyond")
+    assert len(beyond) == len(variants) and not beyond & lenet
+    runs = {p.name for p in (study / "runs").iterdir() if p.name.startswith("lenet5-")}
+    assert runs == lenet | beyond
 
 
 def test_bad_parameter_value_reports_library_error(tmp_path):
