@@ -6,6 +6,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.ibstudy-stamp
 # the CPU study scale; `make study PRESET=quick` for a 4-minute smoke run
 PRESET ?= study
+# independent runs side by side (ibstudy/parallel.py): auto = one per core for small models; JOBS=1
+# trains one run at a time
+JOBS ?= auto
 
 .PHONY: setup study test test-all lint lab bench bench-gpu clean
 
@@ -19,7 +22,7 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $(STAMP)
 
 study: $(STAMP)
-	$(PY) -m ibstudy run --preset $(PRESET)
+	IBSTUDY_JOBS=$(JOBS) $(PY) -m ibstudy run --preset $(PRESET)
 	$(PY) -m ibstudy report --compare
 
 test: $(STAMP)

@@ -107,8 +107,14 @@ def weights_path(run_dir: str | os.PathLike[str], epoch: int) -> Path:
 
 
 def write_meta(path: Path, cfg: TrainConfig, complete: bool) -> None:
-    """Write the run folder's ``config.json`` (config, run id, completeness, format)."""
-    meta = {"config": cfg.to_dict(), "run_id": cfg.run_id(), "complete": complete, "format": FORMAT}
+    """Write the run folder's ``config.json`` (config, run id, completeness, format, and the
+    intra-op thread count that trains it: a run's numbers depend on it, its identity does not)."""
+    import torch
+
+    meta = {
+        "config": cfg.to_dict(), "run_id": cfg.run_id(), "complete": complete, "format": FORMAT,
+        "threads": torch.get_num_threads(),
+    }  # fmt: skip
     atomic_write_text(path / "config.json", json.dumps(meta, indent=2) + "\n")
 
 

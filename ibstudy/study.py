@@ -71,11 +71,14 @@ def study_config(
     return cfg
 
 
-def train_all(configs: Iterable[TrainConfig], *, progress: bool = True) -> list[Run]:
-    """Train every config, reusing stored complete runs and resuming partial ones."""
-    from ibstudy.training import train
+def train_all(
+    configs: Iterable[TrainConfig], *, progress: bool = True, jobs: int | str | None = None
+) -> list[Run]:
+    """Train every config, reusing stored complete runs and resuming partial ones; ``jobs`` runs
+    side by side (None: the ``IBSTUDY_JOBS`` variable, else ``"auto"``; :mod:`ibstudy.parallel`)."""
+    from ibstudy.parallel import train_runs
 
-    return [train(cfg, resume=True, progress=progress) for cfg in configs]
+    return train_runs(list(configs), jobs=jobs, progress=progress)  # type: ignore[return-value]
 
 
 def concat_tables(runs: Iterable[Run]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -133,6 +136,7 @@ def run_study(
     results_dir: str = "results",
     progress: bool = True,
     seeds: Sequence[int] | None = None,
+    jobs: int | str | None = None,
     **params: Any,
 ) -> StudyTables:
     """Train (or reuse) one run per variant and seed; write ``<name>_epochs.csv`` / ``_layers.csv``.
@@ -141,7 +145,8 @@ def run_study(
     each variant adds its own fields (e.g. ``{"method": "layerwise", "head": "mlp"}``). ``seeds``
     (a non-empty list of distinct integers >= 0) repeats every variant once per seed; None takes
     the preset's seeds (:data:`ibstudy.config.PRESET_SEEDS`; the ``study`` preset runs five) or,
-    for presets without, ``params["seed"]``. All configs are validated before any training starts.
+    for presets without, ``params["seed"]``. All configs are validated before any training starts;
+    ``jobs`` trains independent runs side by side (:func:`train_all`).
     """
     if seeds is None and PRESET_SEEDS.get(preset) is not None:
         seeds = list(PRESET_SEEDS[preset])
@@ -163,7 +168,7 @@ def run_study(
         for v in variants
         for p in points
     ]
-    runs = train_all(configs, progress=progress)
+    runs = train_all(configs, progress=progress, jobs=jobs)
     epochs, layers = concat_tables(runs)
     scale = scale_label(configs[0], preset)
     write_tables(name, epochs, layers, results_dir=results_dir, scale=scale)

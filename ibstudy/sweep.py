@@ -197,31 +197,33 @@ def command_for(
     return shlex.join([*words, "--resume"])
 
 
-def run_sweep(configs: Sequence[TrainConfig], *, progress: bool = True) -> list[Run]:
-    """Train ``configs`` one after another (complete runs are reused); a failed run (locked by another
-    process, bad data, diverged) is reported and skipped. Returns the finished runs in order."""
+def run_sweep(
+    configs: Sequence[TrainConfig], *, progress: bool = True, jobs: int | str = 1
+) -> list[Run]:
+    """Train ``configs`` (``jobs`` side by side; complete runs are reused); a failed run (locked by
+    another process, bad data, diverged) is reported and skipped. Returns the finished runs in order."""
+    from ibstudy.parallel import resolve_jobs, train_runs
     from ibstudy.store import read_meta
-    from ibstudy.training import TrainingDiverged, train
 
+    statuses = []
+    for cfg in configs:
+        try:
+            statuses.append("cached" if read_meta(cfg.run_dir()).get("complete") else "resumed")
+        except ValueError:
+            statuses.append("trained")
+    n = resolve_jobs(jobs, configs) if configs else 1
+    if n == 1 and progress:
+        print(f"sweep: {len(configs)} run(s), one at a time", flush=True)
+    done = train_runs(configs, jobs=n, progress=progress, strict=False, label="sweep: ")
     runs: list[Run] = []
     summary: list[str] = []
-    for i, cfg in enumerate(configs, start=1):
-        run_id = cfg.run_id()
-        if progress:
-            print(f"sweep [{i}/{len(configs)}] {run_id}", flush=True)
-        try:
-            status = "cached" if read_meta(cfg.run_dir()).get("complete") else "resumed"
-        except ValueError:
-            status = "trained"
-        try:
-            run = train(cfg, resume=True, progress=progress)
-        except (ValueError, TrainingDiverged, OSError) as exc:  # RunLocked is a ValueError
-            print(f"sweep: run {run_id} failed: {exc}", file=sys.stderr, flush=True)
-            summary.append(f"failed   {run_id}")
+    for cfg, status, run in zip(configs, statuses, done, strict=True):
+        if run is None:
+            summary.append(f"failed   {cfg.run_id()}")
             continue
         runs.append(run)
         acc = run.epochs["test_acc"].iloc[-1] if len(run.epochs) else float("nan")
-        summary.append(f"{status:<8} {run_id}  test_acc {acc:.4f}  {run.path}")
+        summary.append(f"{status:<8} {cfg.run_id()}  test_acc {acc:.4f}  {run.path}")
     print("\n".join(summary))
     print(f"sweep: {len(runs)} of {len(configs)} run(s) finished", flush=True)
     return runs
@@ -323,6 +325,11 @@ def add_sweep_parser(subparsers: Any) -> None:
         help="no progress output (without a terminal, progress is printed as plain lines)",
     )  # fmt: skip
     parser.add_argument(
+        "--jobs", default="1", metavar="N|auto",
+        help="train N runs side by side on the CPU, each with its share of the cores (auto: one "
+        "per core for small models; docs/method.md §10)",
+    )  # fmt: skip
+    parser.add_argument(
         "--gpus", default=None, metavar="ID,ID,...",
         help="run side by side, one run per listed GPU at a time (e.g. 0,1,2,3)",
     )  # fmt: skip
@@ -358,6 +365,9 @@ def _sweep_main(args: argparse.Namespace) -> int:
             command_for(cfg, args.preset, always=given, progress=not args.no_progress)
             for cfg in configs
         ]
+        from ibstudy.parallel import resolve_jobs
+
+        resolve_jobs(args.jobs, configs)  # a bad --jobs fails before anything runs
         gpus = None
         if args.gpus is not None:
             gpus = [g.strip() for g in args.gpus.split(",") if g.strip()]
@@ -374,7 +384,7 @@ def _sweep_main(args: argparse.Namespace) -> int:
     try:
         if gpus is not None:
             return 0 if run_side_by_side(commands, gpus) == 0 else 1
-        runs = run_sweep(configs, progress=not args.no_progress)
+        runs = run_sweep(configs, progress=not args.no_progress, jobs=args.jobs)
     except KeyboardInterrupt:
         print(
             "interrupted: every finished run and every completed epoch is kept; the same sweep "

@@ -142,3 +142,12 @@ def test_checkpoints_written_before_the_refactor_still_resume(name: str, tmp_pat
 def test_the_golden_size_is_tiny() -> None:
     cfg = tiny(Path("unused"))
     assert cfg.train_size == 256 and cfg.epochs == 1 and cfg.eval_size == 128
+
+
+def test_the_golden_variants_are_the_ones_notebook_08_trains() -> None:
+    from ibstudy.study import beyond_variants
+
+    trained = [
+        {k: v for k, v in variant.items() if k != "epochs"} for variant in beyond_variants(1)
+    ]
+    assert trained == list(VARIANTS.values())[: len(trained)]

@@ -112,7 +112,9 @@ def test_run_study_bad_seeds(tmp_path, monkeypatch, seeds, message):
 
 def test_run_study_expands_seeds(tmp_path, monkeypatch):
     seen = []
-    monkeypatch.setattr("ibstudy.study.train_all", lambda cfgs, progress: seen.extend(cfgs) or [])
+    monkeypatch.setattr(
+        "ibstudy.study.train_all", lambda cfgs, progress, jobs=None: seen.extend(cfgs) or []
+    )
     monkeypatch.setattr(
         "ibstudy.study.concat_tables", lambda runs: (pd.DataFrame(), pd.DataFrame())
     )

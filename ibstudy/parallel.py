@@ -1,0 +1,248 @@
+"""Independent runs side by side: worker processes, each with its share of the cores.
+
+Small models use torch's intra-op threads poorly, so two LeNet5 runs with one thread each finish
+sooner than one after the other with two threads each. :func:`train_runs` trains a list of configs
+with ``jobs`` worker processes (``spawn``), each with ``threads`` intra-op threads; complete runs are
+reused, a run locked by another process or failing is reported while the others finish, and Ctrl-C
+stops every worker (each run keeps its completed epochs and resumes). A run's tables depend only on
+its config and its thread count (docs/method.md §10): the thread count is recorded in the run's
+``config.json`` and in the findings' provenance, not in its identity.
+
+``jobs="auto"`` (:func:`auto_jobs`): one run per core for models under ``SMALL_MODEL_PARAMS``
+parameters (LeNet5, the thin ResNets and VGGs of the study), else one run per
+``LARGE_RUN_THREADS`` cores; one at a time on a GPU; never more jobs than runs.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import sys
+import time
+from collections.abc import Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Any
+
+from ibstudy.config import TrainConfig
+from ibstudy.store import Run
+
+__all__ = [
+    "JOBS_ENV", "LARGE_RUN_THREADS", "SMALL_MODEL_PARAMS", "RunsFailed", "auto_jobs",
+    "available_cores", "resolve_jobs", "train_runs",
+]  # fmt: skip
+
+#: [ours] models below this many parameters train one run per core under ``jobs="auto"``
+SMALL_MODEL_PARAMS = 5_000_000
+#: [ours] intra-op threads per run for larger models under ``jobs="auto"``
+LARGE_RUN_THREADS = 4
+#: the environment variable that sets the notebooks' ``jobs`` (``make study JOBS=1``)
+JOBS_ENV = "IBSTUDY_JOBS"
+
+
+class RunsFailed(RuntimeError):
+    """Some runs failed or were locked by another process; the others finished and are stored."""
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    index: int
+    path: str | None
+    error: str | None
+    seconds: float
+
+
+def available_cores() -> int:
+    """The cores this process may use (its CPU affinity where the OS reports it)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
+def auto_jobs(configs: Sequence[TrainConfig], cores: int | None = None) -> int:
+    """The ``jobs="auto"`` rule (module docstring) for ``configs`` on ``cores`` cores."""
+    from ibstudy.device import pick_device
+
+    cores = available_cores() if cores is None else cores
+    if not configs:
+        return 1
+    if any(pick_device(c.device).type != "cpu" for c in configs):
+        return 1  # one accelerator: runs share it one at a time
+    largest = max(_num_params(c) for c in configs)
+    per_run = 1 if largest < SMALL_MODEL_PARAMS else LARGE_RUN_THREADS
+    return max(1, min(len(configs), cores // per_run))
+
+
+def _num_params(cfg: TrainConfig) -> int:
+    """Parameters of the config's model (built once on the CPU, not trained)."""
+    from ibstudy.data import INFO
+    from ibstudy.models import build_model
+
+    info = INFO[cfg.dataset]
+    model = build_model(cfg.model, info.num_classes, info.in_channels, info.image_size, cfg.width)
+    return sum(p.numel() for p in model.parameters())
+
+
+def resolve_jobs(jobs: Any, configs: Sequence[TrainConfig], cores: int | None = None) -> int:
+    """``jobs`` (a positive int, ``"auto"``, or None: the ``IBSTUDY_JOBS`` variable, else auto) as a
+    number of workers, capped at the number of runs; ValueError naming ``jobs`` otherwise."""
+    if jobs is None:
+        jobs = os.environ.get(JOBS_ENV, "auto") or "auto"
+    if isinstance(jobs, str) and jobs.strip() != "auto":
+        text = jobs.strip()
+        if not text.isdigit():
+            raise ValueError(f"jobs must be a positive integer or 'auto', got {jobs!r}")
+        jobs = int(text)
+    if jobs == "auto" or (isinstance(jobs, str) and jobs.strip() == "auto"):
+        return auto_jobs(configs, cores)
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs must be a positive integer or 'auto', got {jobs!r}")
+    return max(1, min(jobs, len(configs)))
+
+
+def _threads_for(jobs: int, threads: int | None, cores: int) -> int:
+    """Intra-op threads per worker: ``threads`` if given, else the cores shared out (at least 1)."""
+    if threads is None:
+        if cores // jobs == 0:
+            raise ValueError(
+                f"jobs={jobs} on {cores} core(s) would leave 0 threads per run; use jobs <= "
+                f"{cores} or 'auto'"
+            )
+        return cores // jobs
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be a positive integer (per job), got {threads!r}")
+    return threads
+
+
+def _init_worker(threads: int) -> None:
+    """A worker's setup: its share of the cores, and Ctrl-C left to the parent."""
+    import signal
+
+    import torch
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    torch.set_num_threads(threads)
+
+
+def _train_one(index: int, config: dict[str, Any], trust: bool, bar: bool = False) -> _Outcome:
+    """Train (or reuse) one run (``bar``: with its progress bar); errors come back as text."""
+    from ibstudy.training import train
+
+    start = time.perf_counter()
+    cfg = TrainConfig.from_dict(config)
+    try:
+        run = train(cfg, resume=True, progress=bar, trust=trust)
+    except Exception as exc:  # reported by the parent with the run's id; the others go on
+        known = isinstance(exc, ValueError | OSError) or type(exc).__name__ == "TrainingDiverged"
+        text = str(exc) if known else f"{type(exc).__name__}: {exc}"
+        return _Outcome(index, None, text, time.perf_counter() - start)
+    return _Outcome(index, str(run.path), None, time.perf_counter() - start)
+
+
+def _in_process(configs: Sequence[TrainConfig], threads: int | None, progress: bool,
+                trust: bool) -> list[_Outcome]:  # fmt: skip
+    """``jobs=1``: every run here, one after another (with ``threads`` threads if given)."""
+    import torch
+
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    outcomes = []
+    try:
+        for i, cfg in enumerate(configs):
+            _say(progress, f"[{i + 1}/{len(configs)}] start {cfg.run_id()}")
+            outcome = _train_one(i, cfg.to_dict(), trust, bar=progress)
+            _report(progress, outcome, configs, sum(o.error is None for o in outcomes) + 1)
+            outcomes.append(outcome)
+    finally:
+        torch.set_num_threads(before)
+    return outcomes
+
+
+def _say(progress: bool, line: str) -> None:
+    if progress:
+        print(_LABEL + line, flush=True)
+
+
+_LABEL = ""  # set for the duration of train_runs (e.g. "sweep: ")
+
+
+def _report(progress: bool, outcome: _Outcome, configs: Sequence[TrainConfig], done: int) -> None:
+    """One line at a run's end (its error on stderr, always)."""
+    run_id = configs[outcome.index].run_id()
+    if outcome.error is not None:
+        print(f"{_LABEL}run {run_id} failed: {outcome.error}", file=sys.stderr, flush=True)
+        return
+    _say(progress, f"[{done}/{len(configs)}] done  {run_id} ({outcome.seconds:.0f} s)")
+
+
+def _with_workers(configs: Sequence[TrainConfig], jobs: int, threads: int, progress: bool,
+                  trust: bool) -> list[_Outcome]:  # fmt: skip
+    """Every run in ``jobs`` spawned workers, at most ``jobs`` at a time, in order of submission."""
+    ctx = mp.get_context("spawn")  # no fork: torch's thread pools do not survive one
+    queue = list(enumerate(configs))
+    running: dict[Future[_Outcome], int] = {}
+    outcomes: list[_Outcome] = []
+    pool = ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker, initargs=(threads,))
+    try:
+        while queue or running:
+            while queue and len(running) < jobs:
+                i, cfg = queue.pop(0)
+                _say(progress, f"[{i + 1}/{len(configs)}] start {cfg.run_id()}")
+                running[pool.submit(_train_one, i, cfg.to_dict(), trust)] = i
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                i = running.pop(future)
+                try:
+                    outcome = future.result()
+                except Exception as exc:  # the worker died (out of memory, killed)
+                    outcome = _Outcome(i, None, f"worker died ({type(exc).__name__}: {exc})", 0.0)
+                outcomes.append(outcome)
+                _report(progress, outcome, configs, sum(o.error is None for o in outcomes))
+    except KeyboardInterrupt:
+        for proc in list(getattr(pool, "_processes", {}).values()):
+            proc.terminate()  # each run keeps its last checkpoint and resumes
+        pool.shutdown(wait=False, cancel_futures=True)
+        print("interrupted: every run keeps its completed epochs; run again to resume",
+              file=sys.stderr, flush=True)  # fmt: skip
+        raise
+    pool.shutdown(wait=True)
+    return outcomes
+
+
+def train_runs(
+    configs: Sequence[TrainConfig],
+    *,
+    jobs: Any = 1,
+    threads: int | None = None,
+    progress: bool = True,
+    trust: bool = False,
+    strict: bool = True,
+    label: str = "",
+) -> list[Run | None]:
+    """Train (or reuse) every config with ``jobs`` workers of ``threads`` intra-op threads each
+    (None: the cores shared out); returns the runs in order. A failed or locked run is reported on
+    stderr while the others finish; then :class:`RunsFailed` names them (``strict``) or its entry
+    is None. ``jobs=1`` trains in this process; ``label`` prefixes every line."""
+    global _LABEL
+    _LABEL = label
+    configs = list(configs)
+    if not configs:
+        return []
+    for cfg in configs:
+        cfg.validate()  # every config before any training starts
+    n = resolve_jobs(jobs, configs)
+    cores = available_cores()
+    per = _threads_for(n, threads, cores)
+    if n > 1:
+        _say(progress, f"{len(configs)} runs, {n} at a time, {per} thread(s) each")
+        outcomes = _with_workers(configs, n, per, progress, trust)
+    else:
+        outcomes = _in_process(configs, threads, progress, trust)
+    by_index = {o.index: o for o in outcomes}
+    failed = [f"{configs[i].run_id()}: {o.error}" for i, o in sorted(by_index.items()) if o.error]
+    if failed and strict:
+        raise RunsFailed(f"{len(failed)} of {len(configs)} run(s) did not finish (the others are "
+                         "stored): " + "; ".join(failed))  # fmt: skip
+    return [Run.load(by_index[i].path) if by_index[i].path else None for i in range(len(configs))]

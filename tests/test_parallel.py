@@ -1,0 +1,74 @@
+"""Independent runs side by side (ibstudy.parallel): the jobs rule, bad input, and runs that equal
+one-at-a-time runs to the bit at the same thread count."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+from conftest import tiny_config
+
+from ibstudy.parallel import RunsFailed, _threads_for, auto_jobs, resolve_jobs, train_runs
+
+
+def _configs(tmp_path, n=2, **overrides):
+    base = dict(train_size=256, probe_size=256, epochs=1, probe_epochs=(), **overrides)
+    return [tiny_config(tmp_path, seed=s, **base) for s in range(n)]
+
+
+@pytest.mark.parametrize("jobs", [0, -1, 1.5, "x", "", True, "2.0"])
+def test_bad_jobs_name_the_parameter(tmp_path, jobs) -> None:
+    with pytest.raises(ValueError, match=r"jobs must be a positive integer or 'auto'"):
+        resolve_jobs(jobs, _configs(tmp_path))
+
+
+def test_jobs_are_capped_at_the_runs_and_read_from_the_environment(tmp_path, monkeypatch) -> None:
+    configs = _configs(tmp_path, n=3)
+    assert resolve_jobs(8, configs) == 3
+    assert resolve_jobs("2", configs) == 2
+    monkeypatch.setenv("IBSTUDY_JOBS", "1")
+    assert resolve_jobs(None, configs) == 1
+    monkeypatch.setenv("IBSTUDY_JOBS", "zero")
+    with pytest.raises(ValueError, match="jobs must be"):
+        resolve_jobs(None, configs)
+
+
+def test_auto_gives_small_models_one_core_each_and_large_ones_four(tmp_path) -> None:
+    small = _configs(tmp_path, n=3)
+    assert auto_jobs(small, cores=8) == 3  # capped by the runs
+    assert auto_jobs(small, cores=2) == 2
+    assert auto_jobs(small[:1], cores=16) == 1
+    large = [tiny_config(tmp_path, model="resnet50", seed=s) for s in range(4)]
+    assert auto_jobs(large, cores=8) == 2 and auto_jobs(large, cores=2) == 1
+
+
+def test_more_jobs_than_cores_would_leave_no_thread(tmp_path) -> None:
+    assert _threads_for(2, None, 4) == 2 and _threads_for(4, 1, 2) == 1
+    with pytest.raises(ValueError, match=r"jobs=4 on 2 core\(s\) would leave 0 threads"):
+        _threads_for(4, None, 2)
+
+
+def test_two_workers_equal_one_at_a_time_to_the_bit(tmp_path) -> None:
+    """Same configs, one thread per run: jobs=2 (spawned workers) and jobs=1 (this process) give
+    identical tables, and each run folder records the thread count that trained it."""
+    side = train_runs(_configs(tmp_path / "side"), jobs=2, threads=1, progress=False)
+    one = train_runs(_configs(tmp_path / "one"), jobs=1, threads=1, progress=False)
+    for a, b in zip(side, one, strict=True):
+        cols = [c for c in a.epochs.columns if c != "seconds"]
+        pd.testing.assert_frame_equal(a.epochs[cols], b.epochs[cols], check_exact=True)
+        pd.testing.assert_frame_equal(a.layers, b.layers, check_exact=True)
+        assert json.loads((a.path / "config.json").read_text())["threads"] == 1
+    assert side[0].config.seed == 0 and side[1].config.seed == 1
+
+
+def test_a_failing_run_is_reported_while_the_others_finish(tmp_path, capsys) -> None:
+    good = _configs(tmp_path, n=1)[0]
+    bad = tiny_config(tmp_path, dataset="fashion_mnist", train_size=256, epochs=1, probe_epochs=(),
+                      data_root=str(tmp_path / "nothing"))  # fmt: skip
+    with pytest.raises(RunsFailed, match=r"1 of 2 run\(s\) did not finish.*fashion_mnist"):
+        train_runs([bad, good], jobs=2, threads=1, progress=True)
+    out = capsys.readouterr()
+    assert "failed" in out.err and "[1/2] done" in out.out
+    runs = train_runs([bad, good], jobs=1, progress=False, strict=False)  # the good one is reused
+    assert runs[0] is None and runs[1].complete
