@@ -23,7 +23,13 @@ LeNet5 on synthetic CIFAR-shaped images (10,000 by default):
    run (50,000 images, the analysis every epoch). Off CUDA the switches warn and are ignored, so the
    section runs (the test suite smoke-tests it that way) but its numbers say nothing about a GPU.
 
+8. parallel runs (``--only parallel``): notebook 02's runs (E2E and layer-wise/linear x 3 seeds,
+   quick preset, mnist5k) trained one at a time (``jobs=1``, torch's default threads) and side by
+   side (``jobs=auto``: one run per core for LeNet5), each from an empty results folder: wall time
+   and the speed-up (target >= 1.4x on 2 cores).
+
     python benchmarks/bench_training.py [--n 10000] [--device auto] [--repeats 3]
+    python benchmarks/bench_training.py --only parallel [--seeds 3] [--epochs 3]
     python benchmarks/bench_training.py --device cuda --only throughput --n 20000 --repeats 2
 """
 
@@ -293,7 +299,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="epochs timed per variant (median)")
     parser.add_argument(
         "--only",
-        choices=["all", "throughput"],
+        choices=["all", "throughput", "parallel"],
         default="all",
         help="throughput: section 7 alone (it runs by default on CUDA only)",
     )
@@ -306,11 +312,16 @@ def main() -> None:
         help=f"comma list of {list(THROUGHPUT_VARIANTS)}",
     )
     parser.add_argument("--width", type=float, default=1.0, help="ResNet width multiplier")
+    parser.add_argument("--seeds", type=int, default=3, help="parallel: seeds per variant")
+    parser.add_argument("--epochs", type=int, default=3, help="parallel: epochs per run")
     args = parser.parse_args()
     device = pick_device(args.device)
     torch.set_num_threads(torch.get_num_threads())
     print(f"device: {device}  threads: {torch.get_num_threads()}  images: {args.n}")
     with tempfile.TemporaryDirectory() as tmp:
+        if args.only == "parallel":
+            parallel_section(args.seeds, args.epochs, tmp)
+            return
         if args.only == "all":
             overhead_sections(args.n, device, args.repeats, tmp)
         if args.only == "throughput" or device.type == "cuda":
@@ -348,6 +359,32 @@ def overhead_sections(n: int, device: torch.device, repeats: int, tmp: str) -> N
     remeasure_section(device, repeats, tmp)
     study_record_section(device, repeats, tmp)
     methods_section(data, device, repeats, tmp)
+
+
+def parallel_section(seeds: int, epochs: int, tmp: str) -> None:
+    """Section 8: notebook 02's runs with jobs=1 and jobs=auto, wall time side by side."""
+    from ibstudy.parallel import available_cores, resolve_jobs, train_runs
+    from ibstudy.study import study_config
+
+    variants = [{"method": "e2e"}, {"method": "layerwise", "head": "linear"}]
+    rows = []
+    for jobs in (1, "auto"):
+        folder = f"{tmp}/parallel-{jobs}"
+        configs = [
+            study_config("quick", results_dir=folder, epochs=epochs, seed=s, device="cpu", **v)
+            for v in variants
+            for s in range(seeds)
+        ]
+        n = resolve_jobs(jobs, configs)
+        start = time.perf_counter()
+        train_runs(configs, jobs=jobs, progress=False)
+        rows.append((jobs, n, time.perf_counter() - start))
+    base = rows[0][2]
+    print(f"\n8. parallel runs: {len(configs)} runs of notebook 02 (quick preset, {epochs} epochs), "
+          f"{available_cores()} cores")  # fmt: skip
+    print(f"{'jobs':>6} {'workers':>8} {'wall s':>8} {'speed-up':>9}")
+    for jobs, n, seconds in rows:
+        print(f"{jobs!s:>6} {n:>8} {seconds:>8.1f} {base / seconds:>8.2f}x")
 
 
 if __name__ == "__main__":
