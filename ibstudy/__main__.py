@@ -4,7 +4,7 @@
 - ``train``: train one run and record the plane every epoch (every TrainConfig field is an option);
 - ``measure``: re-measure a stored run under another estimator (docs/method.md §10), no retraining;
 - ``sweep``: a grid of training runs (comma lists per option), run one after another or printed;
-- ``report``: the findings block of the README, rendered from notebook 06's tables.
+- ``report``: results/findings.json and findings.md from notebook 06's tables, and the README's block.
 """
 
 from __future__ import annotations

@@ -676,10 +676,15 @@ def claims_table(
     candidate: dict[str, object] | None = None,
     baselines: Sequence[dict[str, object]] = ({"method": "layerwise", "head": "linear"},),
     claims: Iterable[str] | None = None,
+    stability: bool = False,
 ) -> pd.DataFrame:
     """:func:`assess` of ``candidate`` (default E2E) against every baseline present in the tables
     (each its own Holm family); with a single shared seed, the per-seed contrasts with verdict
-    "not measured" and the reason (notebooks at the quick preset). Columns: :data:`ASSESS_COLUMNS`."""
+    "not measured" and the reason (notebooks at the quick preset). Columns: :data:`ASSESS_COLUMNS`,
+    and with ``stability`` also :data:`ibstudy.stability.STABILITY_COLUMNS` (margin to 0 and the
+    leave-one-seed-out check of every verdict)."""
+    from ibstudy import stability as stable  # it builds on this module
+
     names = list(CLAIMS) if claims is None else list(claims)
     where = candidate or {"method": "e2e"}
     first = Arm.select(layers, epochs, outcomes, **where)
@@ -692,9 +697,11 @@ def claims_table(
             continue
         other = Arm.select(layers, epochs, outcomes, **spec)
         if len(first.seeds) == 1 and first.seeds == other.seeds:
-            parts.append(_one_seed(first, other, names))
+            part = _one_seed(first, other, names)
+            parts.append(stable.not_measured(part) if stability else part)
         else:
-            parts.append(assess(first, other, names))
+            part = assess(first, other, names)
+            parts.append(stable.with_stability(part, first, other, names) if stability else part)
     if not parts:
         raise ValueError(f"none of the baselines {list(baselines)} is in the tables")
     return pd.concat(parts, ignore_index=True)

@@ -33,6 +33,7 @@ HEADINGS: tuple[str, ...] = (
     "## §10 Measurement as its own stage",
     "## §11 Defects of the authors' public code that this study avoids",
     "## §12 The primary analysis: one contrast per claim, effects with intervals",
+    "## §13 Reproducibility: one machine, several machines",
 )
 TITLE = "# The ibstudy method"
 MARKERS: tuple[str, ...] = ("[paper", "[ours]", "[authors' code]")

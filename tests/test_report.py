@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from pathlib import Path
@@ -9,8 +10,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from ibstudy import report
+from ibstudy import report, store
 from ibstudy.__main__ import main
+from ibstudy.provenance import provenance_line
 
 ROOT = Path(__file__).resolve().parents[1]
 CELL = re.compile(
@@ -108,9 +110,310 @@ def test_report_compare_command(tmp_path, capsys, monkeypatch):
     (tmp_path / "tables").mkdir()
     effects().to_csv(tmp_path / "tables" / "06_claims.csv", index=False)
     monkeypatch.chdir(tmp_path)
-    assert main(["report", "--compare", "--results-dir", "."]) == 2  # no committed findings here
+    assert main(["report", "--compare", "--results-dir", "."]) == 0  # never fails; says why
     assert "has no committed findings" in capsys.readouterr().out
     (tmp_path / report.FINDINGS_DIR).mkdir(parents=True)
     effects().to_csv(tmp_path / report.FINDINGS_DIR / "06_claims.csv", index=False)
     assert main(["report", "--compare", "--results-dir", "."]) == 0
     assert "every verdict of this run agrees" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- findings as data, provenance
+
+NUMBER = re.compile(r"^-?\d+(\.\d+)?(e[+-]?\d+)?$")
+CELL_TEXT = re.compile(
+    r"^(?P<est>\S+)(?: \[(?P<lo>\S+), (?P<hi>\S+)\])?, (?P<verdict>supported|contradicted|"
+    r"inconclusive|not measured)(?: \(fragile: (?P<k>\d+) of (?P<n>\d+) seeds flips? it\))?$"
+)
+ACC_TEXT = re.compile(r"^(?P<label>\S+) (?P<mean>\S+)(?: ± (?P<std>\S+))? \(n=(?P<n>\d+)\)$")
+PROVENANCE = {
+    "commit": "0123456789abcdef0123456789abcdef01234567", "dirty": False,
+    "date": "2026-12-02T10:00:00Z", "python": "3.11.7", "torch": "2.5.1",
+    "cpu_capability": "AVX2", "threads": 2, "run_threads": [1], "preset": "study",
+    "platform": "Linux x86_64",
+}  # fmt: skip
+
+
+def agrees(text: str, value: float | None) -> bool:
+    """``text`` is ``value`` rounded to the digits it shows (half a unit of its last digit)."""
+    assert NUMBER.match(text), f"{text!r} is not a number"
+    if value is None:
+        return False
+    mantissa, _, exponent = text.lower().partition("e")
+    decimals = len(mantissa.split(".")[1]) if "." in mantissa else 0
+    unit = 10.0 ** (int(exponent or 0) - decimals)
+    return abs(float(text) - value) <= unit / 2 * (1 + 1e-9)
+
+
+def check_block(block: str, findings: dict) -> int:
+    """Parse every line of a findings block and check each number in it against ``findings``
+    (the findings.json it names); returns how many numbers were checked."""
+    studies = {s["study"]: s for s in findings["studies"]}
+    records = {
+        (s["study"], c["baseline"], claim["claim"]): (c, claim)
+        for s in findings["studies"]
+        for c in s["comparisons"]
+        for claim in c["claims"]
+    }
+    checked, cells = 0, 0
+    lines = block.strip().splitlines()
+    comparisons: list[tuple[str, str]] = []
+    for line in lines:
+        if line.startswith("| claim |"):
+            for title in line.strip("| ").split(" | ")[2:]:
+                match = re.fullmatch(r"(\S+): vs (\S+) \((\d+) seeds?\)", title)
+                assert match, title
+                study, base, seeds = match.groups()
+                comparison = next(c for c in studies[study]["comparisons"] if c["baseline"] == base)
+                assert int(seeds) == comparison["seeds"]
+                comparisons.append((study, base))
+                checked += 1
+        elif line.startswith("|---"):
+            continue
+        elif line.startswith("| "):
+            claim, contrast, *texts = line.strip("| ").split(" | ")
+            for (study, base), text in zip(comparisons, texts, strict=True):
+                if (study, base, claim) not in records:
+                    assert text == ""
+                    continue
+                _, record = records[(study, base, claim)]
+                assert contrast == record["contrast"]
+                cells += 1
+                if text == "not measured":
+                    assert record["estimate"] is None
+                    continue
+                match = CELL_TEXT.match(text)
+                assert match, text
+                assert match["verdict"] == record["verdict"]
+                assert agrees(match["est"], record["estimate"]), (text, record)
+                checked += 1
+                if match["lo"]:
+                    assert agrees(match["lo"], record["ci_low"])
+                    assert agrees(match["hi"], record["ci_high"])
+                    checked += 2
+                if match["k"]:
+                    assert record["fragile"] is True
+                    assert (int(match["k"]), int(match["n"])) == (
+                        record["loso_flips"],
+                        record["loso_n"],
+                    )
+                    checked += 2
+                else:
+                    assert record.get("fragile") is not True
+        elif line.startswith("- Provenance ("):
+            name, _, text = line[len("- Provenance (") :].partition("): ")
+            assert text == provenance_line(findings["provenance"]) + "."
+            checked += 1
+        elif " final test accuracy (mean ± std over seeds): " in line:
+            study, _, text = line[2:].partition(" final test accuracy (mean ± std over seeds): ")
+            rows = studies[study]["accuracy"]
+            for part in text.rstrip(".").split("; "):
+                match = ACC_TEXT.match(part)
+                assert match, part
+                row = next(
+                    r for r in rows
+                    if match["label"] in (r["method"], f"{r['method']}/{r['head']}")
+                )  # fmt: skip
+                assert agrees(match["mean"], row["final_test_acc_mean"])
+                assert int(match["n"]) == row["n_seeds"]
+                if match["std"]:
+                    assert agrees(match["std"], row["final_test_acc_std"])
+                else:
+                    assert row["final_test_acc_std"] is None
+                checked += 2
+        elif line.startswith("- "):
+            study, _, scale = line[2:].partition(": ")
+            assert scale == f"{studies[study]['scale']}."
+        else:
+            assert line == "", f"a line the block does not make: {line!r}"
+    assert cells == len(records), "every claim x comparison of the findings is in the block"
+    return checked
+
+
+def stable_effects() -> pd.DataFrame:
+    table = effects()
+    flips = [1 if (c == "C1" and b == "layerwise/linear") else 0
+             for c, b in zip(table["claim"], table["baseline"], strict=True)]  # fmt: skip
+    measured = table["verdict"] != "not measured"
+    return table.assign(
+        margin=[-0.5 + abs(e) if math.isfinite(e) else math.nan for e in table["estimate"]],
+        loso_flips=pd.array([f if m else pd.NA for f, m in zip(flips, measured, strict=True)],
+                            dtype="Int64"),
+        loso_n=[5 if m else 0 for m in measured],
+        fragile=pd.array([bool(f) if m else pd.NA for f, m in zip(flips, measured, strict=True)],
+                         dtype="boolean"),
+    )  # fmt: skip
+
+
+def accuracy() -> pd.DataFrame:
+    return pd.DataFrame([
+        {"study": "LeNet5", "method": "e2e", "head": "none", "n_seeds": 5,
+         "final_test_acc_mean": 0.97021, "final_test_acc_std": 0.00148, "scale": "s"},
+        {"study": "LeNet5", "method": "layerwise", "head": "linear", "n_seeds": 5,
+         "final_test_acc_mean": 0.9738, "final_test_acc_std": 0.0019235, "scale": "s"},
+    ])  # fmt: skip
+
+
+def write_results(folder: Path, table: pd.DataFrame | None, acc: pd.DataFrame | None) -> Path:
+    (folder / "tables").mkdir(parents=True, exist_ok=True)
+    if table is not None:
+        table.to_csv(folder / "tables" / "06_claims.csv", index=False)
+    if acc is not None:
+        acc.to_csv(folder / "tables" / "06_accuracy.csv", index=False)
+    return folder
+
+
+def test_a_verdict_one_seed_flips_is_marked_fragile():
+    block = report.findings_markdown(stable_effects())
+    row = next(line for line in block.splitlines() if line.startswith("| C1 |"))
+    assert "1.23 [0.735, 1.73], inconclusive (fragile: 1 of 5 seeds flips it)" in row
+    assert "1.73 [1.23, 2.23], inconclusive |" in row  # the mlp comparison: stable, as before
+    assert block.count("fragile") == 1
+    unmarked = report.findings_markdown(stable_effects().drop(columns=["fragile"]))
+    assert unmarked == report.findings_markdown(effects())  # no columns: rendered as before
+
+
+def test_findings_round_trip_through_json():
+    data = report.findings_data(stable_effects(), accuracy(), PROVENANCE, missing=["x"])
+    text = json.dumps(data, allow_nan=False)  # NaN became null
+    back = json.loads(text)
+    assert back["provenance"] == PROVENANCE and back["missing"] == ["x"]
+    lenet = back["studies"][0]
+    assert [c["baseline"] for c in lenet["comparisons"]] == ["layerwise/linear", "layerwise/mlp"]
+    c1 = lenet["comparisons"][0]["claims"][0]
+    assert (c1["claim"], c1["estimate"], c1["fragile"], c1["loso_flips"], c1["loso_n"]) == (
+        "C1",
+        1.23456,
+        True,
+        1,
+        5,
+    )
+    assert c1["stability"] == "fragile: 1 of 5 seeds flips it"
+    c4a = lenet["comparisons"][0]["claims"][2]
+    assert c4a["estimate"] is None and c4a["fragile"] is None and c4a["loso_n"] == 0
+    tables = report.findings_tables(back)
+    assert report.findings_markdown(*tables) == report.findings_markdown(
+        stable_effects(), accuracy()
+    )
+    block = report.findings_markdown(*tables)
+    assert check_block(block, back) == 1 * 2 + 4 * 3 + 2 + 2 * 2  # headers, cells, C1 flips, acc
+    plain = report.findings_data(effects(), None, PROVENANCE)  # margin without the loso columns
+    first = plain["studies"][0]["comparisons"][0]["claims"][0]
+    assert first["margin"] == pytest.approx(0.73456) and "fragile" not in first
+
+
+def test_the_committed_readme_block_parses_and_its_numbers_are_its_findings():
+    text = (ROOT / "README.md").read_text()
+    block = text[text.index(report.START) + len(report.START) : text.index(report.END)]
+    named = re.search(r"^- Provenance \((\S+)\): ", block, re.MULTILINE)
+    folder = ROOT / report.FINDINGS_DIR
+    if named:
+        findings = report.load_findings(ROOT / named.group(1))
+    else:  # no findings.json committed yet: the findings are the committed tables themselves
+        assert not (folder / report.FINDINGS_JSON).exists()
+        claims = pd.read_csv(folder / "06_claims.csv")
+        acc = folder / "06_accuracy.csv"
+        findings = report.findings_data(claims, pd.read_csv(acc) if acc.exists() else None, {})
+    assert check_block(block, findings) > 20
+
+
+def test_report_writes_findings_and_names_what_is_missing(tmp_path, capsys):
+    results = write_results(tmp_path / "results", stable_effects(), None)
+    assert main(["report", "--results-dir", str(results)]) == 0
+    out = capsys.readouterr().out
+    assert "missing: " + str(results / "tables" / "06_accuracy.csv") in out
+    assert "fragile: 1 of 5 seeds flips it" in out
+    data = report.load_findings(results / "findings.json")
+    assert data["sources"] == {"claims": str(results / "tables" / "06_claims.csv")}
+    assert any("06_accuracy.csv" in m for m in data["missing"])
+    assert any(m.startswith("study ResNet") for m in data["missing"])  # notebook 06's other study
+    assert data["provenance"]["preset"] == "unknown"  # the test scale names no preset
+    assert data["provenance"]["threads"] >= 1 and data["provenance"]["cpu_capability"]
+    md = (results / "findings.md").read_text()
+    assert "Missing: " in md and "fragile: 1 of 5 seeds flips it" in md
+    assert "stable: no seed of 5 flips it" in md and "| LeNet5 | layerwise/linear | C1 |" in md
+    assert not list(results.glob(".*.tmp"))  # atomic writes leave no temp file
+    (results / "tables" / "06_claims.csv").unlink()
+    write_results(results, None, accuracy())
+    assert main(["report", "--results-dir", str(results)]) == 0  # the accuracy alone
+    out = capsys.readouterr().out
+    assert "missing: " + str(results / "tables" / "06_claims.csv") in out
+    assert "- LeNet5 final test accuracy (mean ± std over seeds): e2e 0.970 ± 0.0015" in out
+    data = report.load_findings(results / "findings.json")
+    assert data["studies"][0]["comparisons"] == [] and len(data["studies"][0]["accuracy"]) == 2
+
+
+def test_report_on_an_empty_or_unreadable_results_folder(tmp_path, capsys):
+    (tmp_path / "tables").mkdir()
+    (tmp_path / "tables" / "06_claims.csv").write_text("")
+    assert main(["report", "--results-dir", str(tmp_path)]) == 2
+    out = capsys.readouterr().out
+    assert "nothing to report" in out and "06_accuracy.csv not found" in out
+    assert not (tmp_path / "findings.json").exists() and not (tmp_path / "findings.md").exists()
+
+
+def test_readme_without_markers_is_refused_before_anything_is_written(
+    tmp_path, capsys, monkeypatch
+):
+    write_results(tmp_path / "results", effects(), accuracy())
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "README.md").write_text("# no block here\n")
+    assert main(["report", "--readme"]) == 2
+    out = capsys.readouterr().out
+    assert report.START in out and report.END in out and "README.md has no findings block" in out
+    assert (tmp_path / "README.md").read_text() == "# no block here\n"
+    assert not (tmp_path / report.FINDINGS_DIR).exists()
+
+
+def test_readme_block_carries_the_provenance_of_its_findings(tmp_path, capsys, monkeypatch):
+    write_results(tmp_path / "results", stable_effects(), accuracy())
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "README.md").write_text(f"# x\n{report.START}\nold\n{report.END}\nafter\n")
+    assert main(["report", "--readme"]) == 0
+    text = (tmp_path / "README.md").read_text()
+    block = text[text.index(report.START) + len(report.START) : text.index(report.END)]
+    assert block.strip() == report.readme_block(report.FINDINGS_DIR).strip()
+    assert "- Provenance (docs/findings/findings.json): commit " in block
+    findings = report.load_findings(tmp_path / report.FINDINGS_DIR / "findings.json")
+    assert findings["sources"]["claims"] == "docs/findings/06_claims.csv"
+    assert check_block(block, findings) == 2 + 4 * 3 + 2 + 2 * 2 + 1
+    assert text.endswith(f"{report.END}\nafter\n")
+    # a later run without the accuracy table does not leave the older one behind
+    (tmp_path / "results" / "tables" / "06_accuracy.csv").unlink()
+    assert main(["report", "--readme"]) == 0
+    assert "removed docs/findings/06_accuracy.csv" in capsys.readouterr().out
+    assert "final test accuracy" not in (tmp_path / "README.md").read_text()
+
+
+def test_compare_names_both_provenances_when_verdicts_differ(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / report.FINDINGS_DIR
+    folder.mkdir(parents=True)
+    effects().to_csv(folder / "06_claims.csv", index=False)
+    report.write_findings(folder, report.findings_data(effects(), None, PROVENANCE))
+    fresh = stable_effects()
+    fresh.loc[0, "verdict"] = "supported"
+    write_results(tmp_path / "results", fresh, None)
+    assert main(["report", "--compare", "--results-dir", "results"]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "LeNet5 vs layerwise/linear C1: README inconclusive, this run supported "
+        "(1.23 [0.735, 1.73], supported (fragile: 1 of 5 seeds flips it))" in out
+    )
+    assert f"the README's findings: {provenance_line(PROVENANCE)}" in out
+    assert "  this run: commit " in out
+
+
+def test_a_failed_readme_write_leaves_the_readme_whole(tmp_path, monkeypatch):
+    readme = tmp_path / "README.md"
+    original = f"# x\n{report.START}\nold\n{report.END}\n"
+    readme.write_text(original)
+
+    def fail(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(store.os, "replace", fail)
+    with pytest.raises(OSError, match="disk full"):
+        report.update_readme(readme, "new block")
+    assert readme.read_text() == original
+    assert [p.name for p in tmp_path.iterdir()] == ["README.md"]

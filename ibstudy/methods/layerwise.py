@@ -24,7 +24,9 @@ if TYPE_CHECKING:
 
 __all__ = ["SUPCON_DIM", "Layerwise", "LayerwiseSequential"]
 
-SUPCON_DIM = 128  # [ours] projection size of the auxiliary heads under the supervised contrastive loss
+SUPCON_DIM = (
+    128  # [ours] projection size of the auxiliary heads under the supervised contrastive loss
+)
 
 
 class Layerwise(Method):
