@@ -92,7 +92,10 @@ def with_probes(measured: pd.DataFrame, layers: pd.DataFrame) -> pd.DataFrame:
     check_table(layers, [*_JOIN, *PROBE_COLUMNS], "layers")
     extra = layers[[*_JOIN, *PROBE_COLUMNS]].drop_duplicates(subset=_JOIN)
     base = measured.drop(columns=[c for c in PROBE_COLUMNS if c in measured.columns])
-    return base.merge(extra, on=_JOIN, how="left")
+    # epochs are floats in the training record (sub-epoch points), ints in a re-measurement
+    extra = extra.astype({"epoch": float})
+    merged = base.astype({"epoch": float}).merge(extra, on=_JOIN, how="left")
+    return merged.astype({"epoch": measured["epoch"].dtype})
 
 
 def layer_output(run: Run, epoch: int, layer: str, x: Tensor) -> Tensor:

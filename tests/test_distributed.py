@@ -55,7 +55,10 @@ EXTRA = {
 }
 
 
-@pytest.mark.parametrize("method", list(EXTRA))
+# e2e in `make test`; the layer-wise ones (about a minute together) in `make test-all`
+@pytest.mark.parametrize(
+    "method", [m if m == "e2e" else pytest.param(m, marks=pytest.mark.slow) for m in EXTRA]
+)
 def test_two_processes_equal_one(tmp_path, method):
     extra = EXTRA[method]
     one = train(
@@ -75,6 +78,7 @@ def test_two_processes_equal_one(tmp_path, method):
     assert not list(folder.glob(".*.tmp")) and saved == len(one.epochs[one.epochs.epoch % 1 == 0])
 
 
+@pytest.mark.slow  # about 40 s: `make test-all`
 def test_interrupted_two_process_run_resumes_to_the_same_numbers(tmp_path):
     full = torchrun(_options(tmp_path / "a"))
     assert full.returncode == 0, full.stderr[-2000:]

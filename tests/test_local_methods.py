@@ -294,7 +294,7 @@ def test_bad_config_before_data(tmp_path, monkeypatch, overrides, message):
     def no_data(*a, **k):
         raise AssertionError("data was loaded")
 
-    monkeypatch.setattr(training, "load_dataset", no_data)
+    monkeypatch.setattr(training, "load_splits", no_data)
     with pytest.raises(ValueError, match=message):
         train(TrainConfig(results_dir=str(tmp_path), **overrides))
     assert not any(tmp_path.iterdir())

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from pathlib import Path
 
 import pytest
@@ -100,8 +101,12 @@ def test_a_part_that_cannot_compile_is_named_and_runs_eagerly(tmp_path) -> None:
     cfg = tiny(
         tmp_path, method="layerwise", head="linear", train_size=64, probe_size=64, compile=True
     )
-    with pytest.warns(UserWarning, match=r"layerwise part 'blocks.0' \(no backend\)"):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         tr = Trainer(cfg, progress=False, compiler=refuse)
+    named = [str(w.message) for w in caught if "torch.compile failed" in str(w.message)]
+    assert [m.split("'")[1] for m in named] == [f"blocks.{k}" for k in range(4)]
+    assert all("layerwise part" in m and "(no backend)" in m for m in named)
     assert tr.compiled == []
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import re
 from pathlib import Path
 
@@ -47,12 +48,22 @@ def test_notebooks_are_numbered_and_clean():
 def study(tmp_path_factory):
     """Every notebook executed once, in order, into one results folder."""
     results = tmp_path_factory.mktemp("results")
-    for path in NOTEBOOKS:
-        declared = set(_parameters(path))
-        params = {k: v for k, v in TINY.items() if k in declared}
-        if "n_train" in declared:  # the toy notebook
-            params.update(n_train=400, n_eval=128, steps=60, ablation_seeds=ABLATION_SEEDS)
-        run_notebooks([path], parameters=params, results_dir=str(results), html=False)
+    # tiny runs: starting worker processes would cost more than it saves (tests/test_parallel.py
+    # covers them); the kernels inherit this variable
+    before = os.environ.get("IBSTUDY_JOBS")
+    os.environ["IBSTUDY_JOBS"] = "1"
+    try:
+        for path in NOTEBOOKS:
+            declared = set(_parameters(path))
+            params = {k: v for k, v in TINY.items() if k in declared}
+            if "n_train" in declared:  # the toy notebook
+                params.update(n_train=400, n_eval=128, steps=60, ablation_seeds=ABLATION_SEEDS)
+            run_notebooks([path], parameters=params, results_dir=str(results), html=False)
+    finally:
+        if before is None:
+            os.environ.pop("IBSTUDY_JOBS", None)
+        else:
+            os.environ["IBSTUDY_JOBS"] = before
     return results
 
 
@@ -83,6 +94,18 @@ def test_training_notebooks_take_their_defaults_from_the_library():
     assert "read_studies(SUMMARY_STUDIES" in summary
     written = {name for p in training for name in re.findall(r'run_study\(\s*"(\w+)"', _code(p))}
     assert {name for names in SUMMARY_STUDIES.values() for name in names} <= written
+
+
+def test_executed_notebooks_write_nothing_to_stderr(study):
+    """No warning or error text in any executed notebook (progress goes to stdout)."""
+    found = []
+    for path in NOTEBOOKS:
+        cells = json.loads((study / "notebooks" / path.name).read_text())["cells"]
+        for i, cell in enumerate(cells):
+            for out in cell.get("outputs", []):
+                if out.get("output_type") == "stream" and out.get("name") == "stderr":
+                    found.append((path.name, i, "".join(out["text"])[:200]))
+    assert not found, found
 
 
 def test_every_notebook_executes_and_writes(study):

@@ -155,3 +155,22 @@ def test_read_pooled_tables_counts_a_shared_run_once(tmp_path):
     pooled_epochs, pooled_layers = read_pooled_tables(["a", "b", "c"], results_dir=str(tmp_path))
     assert len(pooled_layers) == len(t) and len(pooled_epochs) == len(epochs)
     assert read_pooled_tables(["c"], results_dir=str(tmp_path)) is None
+
+
+def test_with_probes_joins_float_epochs_without_a_warning():
+    """The training record's epochs are floats (sub-epoch points), a re-measurement's are ints:
+    the join matches 1 with 1.0, keeps the re-measurement's dtype and warns about nothing."""
+    import warnings
+
+    from ibstudy.robustness import PROBE_COLUMNS, with_probes
+
+    keys = {"run": "r", "method": "e2e", "head": "none", "layer": "conv1"}
+    measured = pd.DataFrame([{**keys, "epoch": e, "nhsic_xz": 0.5} for e in (0, 1, 2)])
+    layers = pd.DataFrame(
+        [{**keys, "epoch": e, **{c: e / 10 for c in PROBE_COLUMNS}} for e in (0.0, 0.125, 1.0, 2.0)]
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = with_probes(measured, layers)
+    assert out["epoch"].dtype == measured["epoch"].dtype and list(out["epoch"]) == [0, 1, 2]
+    assert list(out[PROBE_COLUMNS[0]]) == [0.0, 0.1, 0.2]

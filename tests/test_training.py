@@ -288,7 +288,7 @@ def test_bad_config_fails_before_data_or_files(tmp_path, monkeypatch):
     def no_data(*a, **k):
         raise AssertionError("data was loaded")
 
-    monkeypatch.setattr(training, "load_dataset", no_data)
+    monkeypatch.setattr(training, "load_splits", no_data)
     with pytest.raises(ValueError, match="epochs"):
         train(cfg)
     assert not (tmp_path / "runs").exists()
