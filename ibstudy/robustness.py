@@ -154,6 +154,7 @@ def claims_by_estimator(
     *,
     baseline: Mapping[str, object] | None = None,
     claims: Sequence[str] | None = ESTIMATOR_CLAIMS,
+    stability: bool = False,
 ) -> pd.DataFrame:
     """The registered claims under every estimator (sensitivity analyses, docs/method.md §12): one
     row per claim and estimator with the effect of E2E against ``baseline`` (columns to select it;
@@ -162,7 +163,8 @@ def claims_by_estimator(
 
     Each table in ``tables`` is one estimator's measurement of the same runs (joined with the
     probe columns where C4b needs them). ``claims`` defaults to those the estimator can change
-    (the plane's: C1, C2, C3, C3b), one Holm family per estimator; None takes every claim."""
+    (the plane's: C1, C2, C3, C3b), one Holm family per estimator; None takes every claim.
+    ``stability`` adds each verdict's margin and leave-one-seed-out check (:mod:`ibstudy.stability`)."""
     from ibstudy.claims import claims_table
 
     if not tables:
@@ -172,7 +174,8 @@ def claims_by_estimator(
     for label, table in tables.items():
         check_table(table, [c for c in MEASURE_COLUMNS if c != "floor_seed"], label)
         result = claims_table(
-            table, epochs, candidate={"method": "e2e"}, baselines=[where], claims=claims
-        )
+            table, epochs, candidate={"method": "e2e"}, baselines=[where], claims=claims,
+            stability=stability,
+        )  # fmt: skip
         parts.append(result.assign(estimator=label))
     return pd.concat(parts, ignore_index=True)

@@ -82,6 +82,10 @@ def test_claims_by_estimator_flags_a_floor_driven_c1():
     assert set(table["estimator"]) == {"raw", "excess"} and len(table) == 2 * 4
     assert set(table["claim"]) == {"C1", "C2", "C3", "C3b"}  # the claims an estimator can change
     assert {"estimate", "ci_low", "ci_high", "p_holm", "verdict"} <= set(table.columns)
+    assert "fragile" not in table.columns  # stability only when asked
+    stable = robustness.claims_by_estimator({"raw": raw}, epochs, stability=True)
+    c1 = stable[stable["claim"] == "C1"].iloc[0]
+    assert int(c1["loso_n"]) == 3 and int(c1["loso_flips"]) == 0  # a zero effect in every seed
 
 
 def test_claims_refuse_mixed_estimators():
