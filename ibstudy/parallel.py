@@ -80,7 +80,10 @@ def _num_params(cfg: TrainConfig) -> int:
     from ibstudy.models import build_model
 
     info = INFO[cfg.dataset]
-    model = build_model(cfg.model, info.num_classes, info.in_channels, info.image_size, cfg.width)
+    model = build_model(
+        cfg.model, info.num_classes, info.in_channels, info.image_size, cfg.width,
+        activation=cfg.activation,
+    )  # fmt: skip
     return sum(p.numel() for p in model.parameters())
 
 
@@ -140,7 +143,7 @@ def _train_one(index: int, config: dict[str, Any], trust: bool, bar: bool = Fals
     return _Outcome(index, str(run.path), None, time.perf_counter() - start)
 
 
-def _in_process(configs: Sequence[TrainConfig], threads: int | None, progress: bool,
+def _in_process(configs: Sequence[TrainConfig], threads: int | None, log: _Log,
                 trust: bool) -> list[_Outcome]:  # fmt: skip
     """``jobs=1``: every run here, one after another (with ``threads`` threads if given)."""
     import torch
@@ -151,33 +154,36 @@ def _in_process(configs: Sequence[TrainConfig], threads: int | None, progress: b
     outcomes = []
     try:
         for i, cfg in enumerate(configs):
-            _say(progress, f"[{i + 1}/{len(configs)}] start {cfg.run_id()}")
-            outcome = _train_one(i, cfg.to_dict(), trust, bar=progress)
-            _report(progress, outcome, configs, sum(o.error is None for o in outcomes) + 1)
+            log.say(f"[{i + 1}/{len(configs)}] start {cfg.run_id()}")
+            outcome = _train_one(i, cfg.to_dict(), trust, bar=log.progress)
+            log.report(outcome, configs, sum(o.error is None for o in outcomes) + 1)
             outcomes.append(outcome)
     finally:
         torch.set_num_threads(before)
     return outcomes
 
 
-def _say(progress: bool, line: str) -> None:
-    if progress:
-        print(_LABEL + line, flush=True)
+@dataclass(frozen=True)
+class _Log:
+    """Where the per-run lines go: stdout when ``progress``, errors always; ``label`` prefixes."""
+
+    progress: bool
+    label: str = ""
+
+    def say(self, line: str) -> None:
+        if self.progress:
+            print(self.label + line, flush=True)
+
+    def report(self, outcome: _Outcome, configs: Sequence[TrainConfig], done: int) -> None:
+        """One line at a run's end (its error on stderr, always)."""
+        run_id = configs[outcome.index].run_id()
+        if outcome.error is not None:
+            print(f"{self.label}run {run_id} failed: {outcome.error}", file=sys.stderr, flush=True)
+            return
+        self.say(f"[{done}/{len(configs)}] done  {run_id} ({outcome.seconds:.0f} s)")
 
 
-_LABEL = ""  # set for the duration of train_runs (e.g. "sweep: ")
-
-
-def _report(progress: bool, outcome: _Outcome, configs: Sequence[TrainConfig], done: int) -> None:
-    """One line at a run's end (its error on stderr, always)."""
-    run_id = configs[outcome.index].run_id()
-    if outcome.error is not None:
-        print(f"{_LABEL}run {run_id} failed: {outcome.error}", file=sys.stderr, flush=True)
-        return
-    _say(progress, f"[{done}/{len(configs)}] done  {run_id} ({outcome.seconds:.0f} s)")
-
-
-def _with_workers(configs: Sequence[TrainConfig], jobs: int, threads: int, progress: bool,
+def _with_workers(configs: Sequence[TrainConfig], jobs: int, threads: int, log: _Log,
                   trust: bool) -> list[_Outcome]:  # fmt: skip
     """Every run in ``jobs`` spawned workers, at most ``jobs`` at a time, in order of submission."""
     ctx = mp.get_context("spawn")  # no fork: torch's thread pools do not survive one
@@ -189,7 +195,7 @@ def _with_workers(configs: Sequence[TrainConfig], jobs: int, threads: int, progr
         while queue or running:
             while queue and len(running) < jobs:
                 i, cfg = queue.pop(0)
-                _say(progress, f"[{i + 1}/{len(configs)}] start {cfg.run_id()}")
+                log.say(f"[{i + 1}/{len(configs)}] start {cfg.run_id()}")
                 running[pool.submit(_train_one, i, cfg.to_dict(), trust)] = i
             finished, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in finished:
@@ -199,7 +205,7 @@ def _with_workers(configs: Sequence[TrainConfig], jobs: int, threads: int, progr
                 except Exception as exc:  # the worker died (out of memory, killed)
                     outcome = _Outcome(i, None, f"worker died ({type(exc).__name__}: {exc})", 0.0)
                 outcomes.append(outcome)
-                _report(progress, outcome, configs, sum(o.error is None for o in outcomes))
+                log.report(outcome, configs, sum(o.error is None for o in outcomes))
     except KeyboardInterrupt:
         for proc in list(getattr(pool, "_processes", {}).values()):
             proc.terminate()  # each run keeps its last checkpoint and resumes
@@ -225,8 +231,7 @@ def train_runs(
     (None: the cores shared out); returns the runs in order. A failed or locked run is reported on
     stderr while the others finish; then :class:`RunsFailed` names them (``strict``) or its entry
     is None. ``jobs=1`` trains in this process; ``label`` prefixes every line."""
-    global _LABEL
-    _LABEL = label
+    log = _Log(progress, label)
     configs = list(configs)
     if not configs:
         return []
@@ -236,10 +241,10 @@ def train_runs(
     cores = available_cores()
     per = _threads_for(n, threads, cores)
     if n > 1:
-        _say(progress, f"{len(configs)} runs, {n} at a time, {per} thread(s) each")
-        outcomes = _with_workers(configs, n, per, progress, trust)
+        log.say(f"{len(configs)} runs, {n} at a time, {per} thread(s) each")
+        outcomes = _with_workers(configs, n, per, log, trust)
     else:
-        outcomes = _in_process(configs, threads, progress, trust)
+        outcomes = _in_process(configs, threads, log, trust)
     by_index = {o.index: o for o in outcomes}
     failed = [f"{configs[i].run_id()}: {o.error}" for i, o in sorted(by_index.items()) if o.error]
     if failed and strict:
