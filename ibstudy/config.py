@@ -159,6 +159,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     width: float = 1.0
+    activation: str = "relu"  # "relu" | "tanh" (lenet5 and the vgg family; resnets: relu only)
     augment: bool = False
     train_size: int | None = None  # use only the first n training images (None = all)
     eval_size: int = 512  # measured during training: the first eval_size test images
@@ -246,9 +247,10 @@ class TrainConfig:
         from ibstudy.device import pick_device
         from ibstudy.losses import LOCAL_LOSSES
         from ibstudy.methods import get_method
-        from ibstudy.models import MODELS
+        from ibstudy.models import MODELS, check_activation
 
         check_choice("model", self.model, MODELS)
+        check_activation(self.model, self.activation)  # names activation and the allowed values
         check_choice("dataset", self.dataset, DATASETS)
         method = get_method(self.method)  # names the registered methods
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
@@ -350,8 +352,9 @@ class TrainConfig:
 
         info = INFO[self.dataset]
         model = build_model(
-            self.model, info.num_classes, info.in_channels, info.image_size, self.width
-        )
+            self.model, info.num_classes, info.in_channels, info.image_size, self.width,
+            activation=self.activation,
+        )  # fmt: skip
         return len(model.blocks)
 
     def measure_config(self) -> MeasureConfig:
@@ -388,6 +391,8 @@ class TrainConfig:
         if d["nhsic_reg"] == "none":  # nor do runs without the regularizer (lambda unused)
             d.pop("nhsic_reg")
             d.pop("nhsic_lambda")
+        if d["activation"] == "relu":  # nor do ReLU runs (the only activation before it existed)
+            d.pop("activation")
         return d
 
     def run_id(self) -> str:

@@ -13,9 +13,15 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from ibstudy.checks import check_int, check_positive
+from ibstudy.checks import check_choice, check_int, check_positive
 
 MODELS: tuple[str, ...] = ("lenet5", "resnet18", "resnet34", "resnet50", "vgg8b", "vgg11b")
+#: the nonlinearity after each conv/linear layer (LeNet5 and the VGG family; ResNets: relu only)
+ACTIVATIONS: tuple[str, ...] = ("relu", "tanh")
+#: the activations each model accepts (ResNets keep their ReLUs inside the residual blocks)
+MODEL_ACTIVATIONS: dict[str, tuple[str, ...]] = {
+    name: ("relu",) if name.startswith("resnet") else ACTIVATIONS for name in MODELS
+}
 
 
 class BlockNet(nn.Module):
@@ -72,11 +78,16 @@ def _scaled(n: int, width: float) -> int:
     return max(1, int(round(n * width)))
 
 
-def _conv_bn_relu(cin: int, cout: int) -> list[nn.Module]:
+def _act(activation: str, inplace: bool = False) -> nn.Module:
+    """The nonlinearity ``activation`` as a module (``inplace`` applies to ReLU only)."""
+    return nn.ReLU(inplace=inplace) if activation == "relu" else nn.Tanh()
+
+
+def _conv_bn_act(cin: int, cout: int, activation: str = "relu") -> list[nn.Module]:
     return [
         nn.Conv2d(cin, cout, kernel_size=3, padding=1, bias=False),
         nn.BatchNorm2d(cout),
-        nn.ReLU(inplace=True),
+        _act(activation, inplace=True),
     ]
 
 
@@ -84,7 +95,9 @@ def _conv_bn_relu(cin: int, cout: int) -> list[nn.Module]:
 # LeNet5
 
 
-def _lenet5(num_classes: int, in_channels: int, image_size: int, width: float) -> BlockNet:
+def _lenet5(
+    num_classes: int, in_channels: int, image_size: int, width: float, activation: str = "relu"
+) -> BlockNet:
     """LeNet5 with 4 blocks; conv1 gets padding 2 on 28-px inputs so the flatten size is 16*5*5."""
     c1, c2 = _scaled(6, width), _scaled(16, width)
     f1, f2 = _scaled(120, width), _scaled(84, width)
@@ -94,11 +107,13 @@ def _lenet5(num_classes: int, in_channels: int, image_size: int, width: float) -
         raise ValueError(f"image_size={image_size} is too small for lenet5 (need at least 16)")
     blocks = [
         nn.Sequential(
-            nn.Conv2d(in_channels, c1, kernel_size=5, padding=pad), nn.ReLU(), nn.MaxPool2d(2)
+            nn.Conv2d(in_channels, c1, kernel_size=5, padding=pad),
+            _act(activation),
+            nn.MaxPool2d(2),
         ),
-        nn.Sequential(nn.Conv2d(c1, c2, kernel_size=5), nn.ReLU(), nn.MaxPool2d(2)),
-        nn.Sequential(nn.Flatten(), nn.Linear(c2 * side * side, f1), nn.ReLU()),
-        nn.Sequential(nn.Linear(f1, f2), nn.ReLU()),
+        nn.Sequential(nn.Conv2d(c1, c2, kernel_size=5), _act(activation), nn.MaxPool2d(2)),
+        nn.Sequential(nn.Flatten(), nn.Linear(c2 * side * side, f1), _act(activation)),
+        nn.Sequential(nn.Linear(f1, f2), _act(activation)),
     ]
     return BlockNet(blocks, ["conv1", "conv2", "fc1", "fc2"], nn.Linear(f2, num_classes))
 
@@ -170,7 +185,7 @@ def _resnet(name: str, num_classes: int, in_channels: int, width: float) -> Bloc
     block_cls, counts = _RESNET_SPECS[name]
     planes = [_scaled(p, width) for p in (64, 128, 256, 512)]
     stem_c = planes[0]
-    blocks: list[nn.Module] = [nn.Sequential(*_conv_bn_relu(in_channels, stem_c))]
+    blocks: list[nn.Module] = [nn.Sequential(*_conv_bn_act(in_channels, stem_c))]
     names = ["stem"]
     cin = stem_c
     for stage, (p, n) in enumerate(zip(planes, counts, strict=True)):
@@ -196,8 +211,15 @@ _VGG_SPECS: dict[str, tuple[tuple[int | str, ...], tuple[int, ...]]] = {
 }
 
 
-def _vgg(name: str, num_classes: int, in_channels: int, image_size: int, width: float) -> BlockNet:
-    """VGG-b: one block per conv+BN+ReLU (a following pool joins it), then Linear+ReLU blocks.
+def _vgg(
+    name: str,
+    num_classes: int,
+    in_channels: int,
+    image_size: int,
+    width: float,
+    activation: str = "relu",
+) -> BlockNet:
+    """VGG-b: one block per conv+BN+activation (a following pool joins it), then Linear+activation.
 
     Pools use ``ceil_mode=True`` so 28-px and 32-px inputs both end at 2x2 after the four pools.
     """
@@ -210,7 +232,7 @@ def _vgg(name: str, num_classes: int, in_channels: int, image_size: int, width: 
             side = math.ceil(side / 2)
         else:
             cout = _scaled(int(item), width)
-            groups.append(_conv_bn_relu(cin, cout))
+            groups.append(_conv_bn_act(cin, cout, activation))
             cin = cout
     blocks: list[nn.Module] = [nn.Sequential(*g) for g in groups]
     names = [f"conv{i + 1}" for i in range(len(groups))]
@@ -218,7 +240,7 @@ def _vgg(name: str, num_classes: int, in_channels: int, image_size: int, width: 
     for j, units in enumerate(fcs):
         u = _scaled(units, width)
         layers: list[nn.Module] = [nn.Flatten()] if j == 0 else []
-        blocks.append(nn.Sequential(*layers, nn.Linear(fin, u), nn.ReLU(inplace=True)))
+        blocks.append(nn.Sequential(*layers, nn.Linear(fin, u), _act(activation, inplace=True)))
         names.append(f"fc{j + 1}")
         fin = u
     return BlockNet(blocks, names, nn.Linear(fin, num_classes))
@@ -228,17 +250,38 @@ def _vgg(name: str, num_classes: int, in_channels: int, image_size: int, width: 
 
 
 def build_model(
-    name: str, num_classes: int, in_channels: int, image_size: int, width: float = 1.0
+    name: str,
+    num_classes: int,
+    in_channels: int,
+    image_size: int,
+    width: float = 1.0,
+    activation: str = "relu",
 ) -> BlockNet:
-    """Build one of :data:`MODELS` for ``image_size`` x ``image_size`` inputs; ``width`` scales channels."""
+    """Build one of :data:`MODELS` for ``image_size`` x ``image_size`` inputs; ``width`` scales channels.
+
+    ``activation`` (:data:`ACTIVATIONS`; ResNets: ``"relu"`` only) follows every conv/linear layer.
+    """
     if name not in MODELS:
         raise ValueError(f"model must be one of {MODELS}, got {name!r}")
+    check_activation(name, activation)
     check_int("num_classes", num_classes, minimum=1)
     check_int("in_channels", in_channels, minimum=1)
     check_int("image_size", image_size, minimum=1)
     check_positive("width", width)
     if name == "lenet5":
-        return _lenet5(num_classes, in_channels, image_size, float(width))
+        return _lenet5(num_classes, in_channels, image_size, float(width), activation)
     if name in _RESNET_SPECS:
         return _resnet(name, num_classes, in_channels, float(width))
-    return _vgg(name, num_classes, in_channels, image_size, float(width))
+    return _vgg(name, num_classes, in_channels, image_size, float(width), activation)
+
+
+def check_activation(model: str, activation: str) -> str:
+    """``activation`` if ``model`` accepts it, else ValueError naming it and the allowed values."""
+    check_choice("activation", activation, ACTIVATIONS)
+    allowed = MODEL_ACTIVATIONS.get(model, ACTIVATIONS)
+    if activation not in allowed:
+        raise ValueError(
+            f"activation must be one of {list(allowed)} for model {model!r} (its residual blocks "
+            f"are ReLU networks), got {activation!r}"
+        )
+    return activation

@@ -413,8 +413,9 @@ class Run:
         cfg = self.config
         info = INFO[cfg.dataset]
         model = build_model(
-            cfg.model, info.num_classes, info.in_channels, info.image_size, cfg.width
-        )
+            cfg.model, info.num_classes, info.in_channels, info.image_size, cfg.width,
+            activation=cfg.activation,
+        )  # fmt: skip
         return model.eval()
 
     def load_model(

@@ -96,8 +96,9 @@ class Trainer:
         self.plane = self.recorder.plane
         self.x_eval, self.y_eval = x_eval, y_eval
         self.model = build_model(
-            cfg.model, info.num_classes, info.in_channels, info.image_size, cfg.width
-        ).to(self.device)
+            cfg.model, info.num_classes, info.in_channels, info.image_size, cfg.width,
+            activation=cfg.activation,
+        ).to(self.device)  # fmt: skip
         self.layer_names = [*self.model.block_names, "logits"]
         shape = (info.in_channels, info.image_size, info.image_size)
         self.method = method_cls(cfg, self.model, info.num_classes, shape)
