@@ -24,6 +24,7 @@ import pandas as pd
 from ibstudy.claims import CLAIMS, Arm, assess
 from ibstudy.config import TrainConfig
 from ibstudy.describe import excess
+from ibstudy.stability import with_stability
 from ibstudy.tables import blocks as block_rows
 from ibstudy.tables import check_table
 
@@ -82,7 +83,8 @@ def method_comparison(epochs: pd.DataFrame, layers: pd.DataFrame) -> pd.DataFram
     """Per variant (tables with a ``variant`` column, one run per variant and seed, an ``e2e``
     variant present for every seed): mean final test accuracy and role_gap over seeds, and for C1
     and C2 the contrast E2E - variant (its per-seed mean; with >= 2 seeds its 95 % interval and the
-    verdict, Holm over the two claims; "not measured (1 seed)" otherwise), and the two ranks
+    verdict, Holm over the two claims; "not measured (1 seed)" otherwise; ``<claim>_fragile``:
+    whether leaving one seed out flips the verdict, NA below 3 seeds), and the two ranks
     (1 = most accurate / most E2E-like roles)."""
     check_table(epochs, ("run", "variant", "method", "seed", "epoch", "test_acc"), "epochs")
     check_table(layers, ("run", "variant", "method", "seed", "epoch", "layer_index"), "layers")
@@ -105,15 +107,17 @@ def method_comparison(epochs: pd.DataFrame, layers: pd.DataFrame) -> pd.DataFram
         if variant != "e2e":
             judged = None
             if len(arm.seeds) >= 2:
-                judged = assess(reference, arm, COMPARED).set_index("claim")
+                table = assess(reference, arm, COMPARED)
+                judged = with_stability(table, reference, arm, COMPARED).set_index("claim")
             for claim in COMPARED:
                 per_seed = CLAIMS[claim].per_seed(reference, arm)
                 row[f"{claim}_effect"] = float(per_seed["difference"].mean())
                 if judged is None:
                     row[f"{claim}_ci_low"] = row[f"{claim}_ci_high"] = math.nan
                     row[f"{claim}_verdict"] = f"not measured ({len(arm.seeds)} seed)"
+                    row[f"{claim}_fragile"] = pd.NA
                 else:
-                    for key in ("ci_low", "ci_high", "verdict"):
+                    for key in ("ci_low", "ci_high", "verdict", "fragile"):
                         row[f"{claim}_{key}"] = judged.loc[claim, key]
         rows.append(row)
     summary = pd.DataFrame(rows)

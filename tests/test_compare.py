@@ -87,6 +87,9 @@ def test_method_comparison_ranks_and_verdicts():
     assert table.loc["close", "C1_effect"] == pytest.approx(-0.7, abs=0.2)
     assert table.loc["close", "C1_verdict"] == "contradicted"
     assert math.isnan(table.loc["e2e", "C1_effect"])
+    # leave one seed out: far's effect holds in every pair of seeds, close's (small) does not
+    assert table.loc["far", "C1_fragile"] == False  # noqa: E712 (a numpy bool)
+    assert table.loc["close", "C1_fragile"] == True  # noqa: E712
 
 
 def test_method_comparison_with_one_seed_gives_contrasts_without_intervals():
@@ -95,6 +98,7 @@ def test_method_comparison_with_one_seed_gives_contrasts_without_intervals():
     assert table.loc["far", "C1_effect"] > 2
     assert math.isnan(table.loc["far", "C1_ci_low"])
     assert table.loc["far", "C1_verdict"] == "not measured (1 seed)"
+    assert pd.isna(table.loc["far", "C1_fragile"])
 
 
 def test_method_comparison_needs_an_e2e_variant():
