@@ -4,6 +4,7 @@ one-at-a-time runs to the bit at the same thread count."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -72,3 +73,58 @@ def test_a_failing_run_is_reported_while_the_others_finish(tmp_path, capsys) -> 
     assert "failed" in out.err and "[1/2] done" in out.out
     runs = train_runs([bad, good], jobs=1, progress=False, strict=False)  # the good one is reused
     assert runs[0] is None and runs[1].complete
+
+
+_INTERRUPTED = """
+import sys
+from ibstudy.config import TrainConfig
+from ibstudy.parallel import train_runs
+
+configs = [
+    TrainConfig.preset("quick", train_size=512, eval_size=256, chunk_size=128, probe_size=256,
+                       epochs=30, probe_epochs=(), device="cpu", results_dir=sys.argv[1], seed=s)
+    for s in (0, 1)
+]
+train_runs(configs, jobs=2, threads=1)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc")
+def test_ctrl_c_stops_every_worker_and_leaves_each_run_resumable(tmp_path) -> None:
+    """SIGINT to the parent once both runs have a checkpoint: the parent exits, no worker is left
+    running, and each run resumes from its last checkpoint to completion."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    runs = tmp_path / "runs"
+    proc = subprocess.Popen([sys.executable, "-c", _INTERRUPTED, str(runs)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.time() + 180
+    while time.time() < deadline and len(list(runs.glob("*/checkpoint.pt"))) < 2:
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.5)
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+    assert len(children) >= 2  # the two workers (and the resource tracker)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0 and "interrupted: every run keeps its completed epochs" in err
+    time.sleep(1.0)
+    alive = []
+    for pid in map(int, children):
+        try:
+            os.kill(pid, 0)
+            state = Path(f"/proc/{pid}/stat").read_text().split()[2]
+            if state != "Z":
+                alive.append(pid)
+        except (ProcessLookupError, FileNotFoundError):
+            pass
+    assert not alive, f"workers still running: {alive}"
+    done = [json.loads(p.read_text())["complete"] for p in runs.glob("*/config.json")]
+    assert len(done) == 2 and not all(done)  # stopped mid-way
+    configs = [
+        tiny_config(tmp_path, train_size=512, epochs=30, probe_epochs=(), seed=s) for s in (0, 1)
+    ]
+    assert all(run.complete for run in train_runs(configs, jobs=1, progress=False))
