@@ -141,4 +141,4 @@ def test_a_tanh_run_trains_stores_and_reloads_as_tanh(tmp_path: Path):
     model = run.load_model(1)
     x = torch.randn(4, 1, 32, 32)
     _, zs = model(x, return_blocks=True)
-    assert all(float(z.abs().max()) < 1.0 for z in zs[2:])  # fc1, fc2 end in tanh
+    assert all(float(z.detach().abs().max()) < 1.0 for z in zs[2:])  # fc1, fc2 end in tanh
