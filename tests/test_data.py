@@ -221,6 +221,6 @@ def test_eval_subset_bad_n():
 def test_available_datasets(tmp_path):
     from ibstudy.data import available_datasets
 
-    assert available_datasets(tmp_path) == ["mnist5k"]
+    assert available_datasets(tmp_path) == ["mnist5k", "mnist5k_cluttered"]
     _write_cifar10(tmp_path)
-    assert available_datasets(tmp_path) == ["mnist5k", "cifar10"]
+    assert available_datasets(tmp_path) == ["mnist5k", "mnist5k_cluttered", "cifar10"]
