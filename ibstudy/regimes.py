@@ -16,6 +16,7 @@ import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,6 +31,9 @@ from ibstudy.readout import PREDICTION, readout_effects, readout_verdict
 
 __all__ = [
     "ACROSS",
+    "GRID_DEFAULTS",
+    "GridTables",
+    "run_grid",
     "Cell",
     "DIFFICULTIES",
     "GRIDS",
@@ -102,22 +106,128 @@ def grid_cells(grid: str) -> tuple[Cell, ...]:
 
 def grid_configs(
     cells: Sequence[Cell], *, preset: str, results_dir: str, seeds: Sequence[int], epochs: int,
+    **params: Any,
 ) -> list[tuple[Cell, list[Any]]]:  # fmt: skip
     """Per cell, its validated TrainConfigs (E2E then layer-wise, each over ``seeds``); the same
-    schedule for every cell: ``epochs`` epochs of ``preset`` without probes or sub-epoch points."""
+    schedule for every cell: ``epochs`` epochs of ``preset`` without probes or sub-epoch points.
+    ``params`` are further TrainConfig fields (None: the preset's); a ``train_size`` caps the
+    cell's own."""
     from ibstudy.study import study_config
 
     check_int("epochs", epochs, minimum=1)
+    params = {k: v for k, v in params.items() if v is not None}
     out = []
     for cell in cells:
+        fields = {**params, **cell.fields()}
+        sizes = [n for n in (params.get("train_size"), cell.fields().get("train_size")) if n]
+        if sizes:
+            fields["train_size"] = min(sizes)
         configs = [
             study_config(preset, results_dir=results_dir, epochs=epochs, seed=int(seed),
-                         probe_epochs=(), record_fractions=(), **cell.fields(), **arm)
+                         probe_epochs=(), record_fractions=(), **fields, **arm)
             for arm in (CANDIDATE, BASELINE)
             for seed in seeds
         ]  # fmt: skip
         out.append((cell, configs))
     return out
+
+
+#: per preset: the grid, its seeds and its epochs (notebook 09; notebooks 02 and 03 reuse them)
+GRID_DEFAULTS: dict[str, tuple[str, tuple[int, ...], int]] = {
+    "quick": ("smoke", (0, 1), 2),
+    "study": ("default", (0, 1, 2), 10),
+    "paper": ("full", (0, 1, 2), 40),
+}
+
+
+@dataclass
+class GridTables:
+    """A trained grid: per-cell summary, the across-cell test, the premise regime, the tables."""
+
+    summary: pd.DataFrame
+    across: pd.DataFrame
+    premise: str | None
+    cells: tuple[Cell, ...]
+    epochs: pd.DataFrame  # with a ``cell`` column
+    layers: pd.DataFrame  # with a ``cell`` column
+
+    def claims(self, name: str) -> pd.DataFrame:
+        """The study's claims table (E2E against layer-wise, linear heads) of the cell ``name``."""
+        from ibstudy.claims import claims_table
+
+        layers, epochs = self.cell_tables(name)
+        return claims_table(layers, epochs, candidate=CANDIDATE, baselines=(BASELINE,))
+
+    def premise_message(self) -> str:
+        """One line: the premise regime and its gap, or that no cell has one, with each cell's gap."""
+        rows = self.summary.set_index("cell")
+        if self.premise is not None:
+            r = rows.loc[self.premise]
+            return (f"The premise holds in {self.premise}: E2E - layer-wise final test accuracy "
+                    f"{r['gap_mean']:+.4f} ± {r['gap_std']:.4f} (95 % CI [{r['gap_ci_low']:+.4f}, "
+                    f"{r['gap_ci_high']:+.4f}], {r['gap_k_of_n']} seeds), last-head gap "
+                    f"{r['head_gap_mean']:+.4f}: the cheapest such cell of the grid.")  # fmt: skip
+        cells = "; ".join(
+            f"{name} {r['gap_mean']:+.4f} ± {r['gap_std']:.4f} ({r['readout_verdict']})"
+            for name, r in rows.iterrows()
+        )
+        return f"No cell of this grid has a gap under both readouts. Gaps (E2E - LW): {cells}."
+
+    def cell_tables(self, name: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """(layers, epochs) of the cell named ``name``; ValueError listing the cells."""
+        names = [c.name for c in self.cells]
+        check_choice("cell", name, names)
+        return (self.layers[self.layers["cell"] == name], self.epochs[self.epochs["cell"] == name])
+
+
+def run_grid(
+    grid: str | None = None,
+    *,
+    preset: str = "quick",
+    seeds: Sequence[int] | None = None,
+    epochs: int | None = None,
+    results_dir: str = "results",
+    jobs: int | str | None = None,
+    progress: bool = True,
+    **params: Any,
+) -> GridTables:
+    """Train (or reuse) every cell of ``grid`` (None: :data:`GRID_DEFAULTS` of ``preset``, as are
+    ``seeds`` and ``epochs``), decide each cell and the across-cell test, and write the tidy
+    tables ``09_regimes_{epochs,layers,summary,across}.csv`` under ``<results_dir>/tables``."""
+    from ibstudy.store import atomic_write_text
+    from ibstudy.study import concat_tables, train_all, write_tables
+
+    check_choice("preset", preset, list(GRID_DEFAULTS))
+    default_grid, default_seeds, default_epochs = GRID_DEFAULTS[preset]
+    cells = grid_cells(default_grid if grid is None else grid)
+    seeds = list(default_seeds if seeds is None else seeds)
+    if len(seeds) < 2 or len(set(seeds)) != len(seeds):
+        raise ValueError(
+            f"seeds must be >= 2 distinct integers (a seed-paired analysis), got {seeds}"
+        )
+    pairs = grid_configs(cells, preset=preset, results_dir=str(Path(results_dir) / "runs"),
+                         seeds=seeds, epochs=default_epochs if epochs is None else epochs,
+                         **params)  # fmt: skip
+    runs = train_all([c for _, configs in pairs for c in configs], progress=progress, jobs=jobs)
+    by_id = {r.config.run_id(): r for r in runs}
+    rows, all_epochs, all_layers = [], [], []
+    for cell, configs in pairs:
+        ep, lay = concat_tables([by_id[c.run_id()] for c in configs])
+        ep, lay = ep.assign(cell=cell.name), lay.assign(cell=cell.name)
+        rows.append(cell_summary(cell, lay, ep))
+        all_epochs.append(ep)
+        all_layers.append(lay)
+    summary = pd.DataFrame(rows)
+    across = across_cells(summary)
+    epochs_table = pd.concat(all_epochs, ignore_index=True)
+    layers_table = pd.concat(all_layers, ignore_index=True)
+    write_tables("09_regimes", epochs_table, layers_table, results_dir=results_dir,
+                 scale=f"grid {grid or default_grid}, {preset} preset")  # fmt: skip
+    folder = Path(results_dir) / "tables"
+    atomic_write_text(folder / "09_regimes_summary.csv", summary.to_csv(index=False))
+    atomic_write_text(folder / "09_regimes_across.csv", across.to_csv(index=False))
+    return GridTables(summary, across, premise_regime(summary, cells), cells, epochs_table,
+                      layers_table)  # fmt: skip
 
 
 # ----------------------------------------------------------------------------------------------

@@ -26,12 +26,16 @@ from ibstudy.store import Run, atomic_write_text
 
 __all__ = [
     "BEYOND_LAMBDAS",
+    "CRITIQUE_SEEDS",
+    "CRITIQUE_WEIGHT_DECAYS",
     "NOTEBOOK_DEFAULTS",
     "NotebookDefaults",
     "SUMMARY_STUDIES",
     "StudyTables",
     "beyond_variants",
     "concat_tables",
+    "critique_seeds",
+    "intervention_variants",
     "measure_runs",
     "notebook_epochs",
     "notebook_params",
@@ -239,7 +243,8 @@ class NotebookDefaults:
 _PRESET = NotebookDefaults()
 #: a thin ResNet epoch costs ~7 s on a 2-core CPU: fewer epochs, one seed; 05 reuses 04's runs
 _RESNET = NotebookDefaults({"quick": 2, "study": 10}, one_seed=True)
-#: the training notebooks by number; 07 re-measures 02's runs, 08 trains eleven variants per seed
+#: the training notebooks by number; 07 re-measures 02's runs, 08 trains eleven variants per seed,
+#: 10 reuses 02's runs and adds tanh and weight-decay runs (:func:`critique_seeds`)
 NOTEBOOK_DEFAULTS: dict[str, NotebookDefaults] = {
     "02": _PRESET,
     "03": _PRESET,
@@ -247,6 +252,7 @@ NOTEBOOK_DEFAULTS: dict[str, NotebookDefaults] = {
     "05": _RESNET,
     "07": _PRESET,
     "08": NotebookDefaults({"quick": 3, "study": 20}, other_epochs=400, one_seed=True),
+    "10": _PRESET,
 }
 
 
@@ -300,6 +306,43 @@ def beyond_variants(epochs: int, lambdas: Sequence[float] = BEYOND_LAMBDAS) -> l
         ],
         {"method": "forward_forward"},
         {"method": "signal_propagation"},
+    ]
+
+
+#: notebook 10: its new runs (tanh, weight decay > 0) train the first this many of the preset's seeds
+CRITIQUE_SEEDS = 3
+#: notebook 10's weight decays, the intervention of C3b's second form (0: notebook 02's E2E runs)
+CRITIQUE_WEIGHT_DECAYS: tuple[float, ...] = (0.0, 1e-3, 1e-2)
+
+
+def critique_seeds(preset: str, seed: int, seeds: Sequence[int] | None = None) -> list[int]:
+    """The seeds of notebook 10's new runs: ``seeds`` when given, else the first
+    :data:`CRITIQUE_SEEDS` of the preset's seeds, or ``[seed]`` at a preset without seeds."""
+    check_choice("preset", preset, PRESETS)
+    if seeds is not None:
+        return list(check_int_list("seeds", seeds, minimum=0))
+    preset_seeds = PRESET_SEEDS.get(preset)
+    if preset_seeds is None:
+        return [check_int("seed", seed, minimum=0)]
+    return list(preset_seeds[:CRITIQUE_SEEDS])
+
+
+def intervention_variants(weight_decays: Sequence[float] | None = None) -> list[dict[str, Any]]:
+    """Notebook 10's E2E runs, one per weight decay (None: :data:`CRITIQUE_WEIGHT_DECAYS`): 0 is
+    notebook 02's E2E config (its runs are reused); the others skip the probes, which this
+    comparison does not read (probes draw from their own generator: the training is the same)."""
+    if weight_decays is None:
+        weight_decays = CRITIQUE_WEIGHT_DECAYS
+    if not isinstance(weight_decays, list | tuple) or not weight_decays:
+        raise ValueError(
+            f"weight_decays must be a non-empty list of numbers >= 0, got {weight_decays!r}"
+        )
+    values = [check_real("weight_decays entries", v, minimum=0.0) for v in weight_decays]
+    if len(set(values)) != len(values):
+        raise ValueError(f"weight_decays must be distinct, got {values}")
+    return [
+        {"method": "e2e"} if v == 0 else {"method": "e2e", "weight_decay": v, "probe_epochs": ()}
+        for v in values
     ]
 
 

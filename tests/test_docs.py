@@ -34,6 +34,7 @@ HEADINGS: tuple[str, ...] = (
     "## §11 Defects of the authors' public code that this study avoids",
     "## §12 The primary analysis: one contrast per claim, effects with intervals",
     "## §13 Reproducibility: one machine, several machines",
+    "## §14 The critiques of the information plane",
 )
 TITLE = "# The ibstudy method"
 MARKERS: tuple[str, ...] = ("[paper", "[ours]", "[authors' code]")

@@ -116,7 +116,9 @@ def test_every_notebook_executes_and_writes(study):
     for stem in ("00_samples", "02_lenet5_plane", "03_first_layer_heads", "04_resnet_probes",
                  "05_resnet_plane", "07_plane_0", "07_m_eps_grid", "07_scale_response",
                  "01_toy_ablation", "06_compression_vs_gap", "06_forest", "07_forest",
-                 "08_depth_profiles", "08_plane"):  # fmt: skip
+                 "08_depth_profiles", "08_plane", "10_plane_tanh", "10_forest_activation",
+                 "10_geometry", "10_intervention", "09_regime_planes",
+                 "09_across_cells"):  # fmt: skip
         assert f"{stem}.png" in figures and f"{stem}.pdf" in figures
         assert (study / "figures" / f"{stem}.png").stat().st_size > 1000
     for name in ("02_lenet5", "03_heads", "04_resnet", "05_resnet"):
@@ -158,8 +160,17 @@ def test_every_notebook_executes_and_writes(study):
     lenet = runs_of("02_lenet5") | runs_of("03_heads")
     beyond = runs_of("08_beyond")
     assert len(beyond) == len(variants) and not beyond & lenet
+    # notebook 10 reused 02's runs for ReLU and weight decay 0, and trained tanh and weight decay
+    assert runs_of("10_relu") == runs_of("02_lenet5")
+    critiques = runs_of("10_tanh") | runs_of("10_weight_decay")
+    assert runs_of("10_weight_decay") & lenet == set(lenet02[lenet02["method"] == "e2e"]["run"])
+    # notebooks 02 and 03 trained the regimes grid (its own schedule: no probes), 09 reused it
+    grid = runs_of("09_regimes")
+    assert grid and not grid & (lenet | beyond | critiques)
+    summary = pd.read_csv(study / "tables" / "09_regimes_summary.csv")
+    assert len(summary) == 2 and set(summary["n_seeds"]) == {2}
     runs = {p.name for p in (study / "runs").iterdir() if p.name.startswith("lenet5-")}
-    assert runs == lenet | beyond
+    assert runs == lenet | beyond | critiques | grid
 
 
 def test_bad_parameter_value_reports_library_error(tmp_path):

@@ -197,3 +197,28 @@ def test_premise_regime_is_the_cheapest_cell_with_a_gap() -> None:
     assert premise_regime(table, cells) == cells[3].name
     table["readout_verdict"] = "no gap"
     assert premise_regime(table, cells) is None
+
+
+def test_grid_tables_report_the_premise_with_its_numbers() -> None:
+    cells = (Cell("lenet5", "digits"), Cell("lenet5", "cluttered"))
+    parts = [cell_tables(0.0, 0.0, 0.0, seed=1), cell_tables(0.05, 0.05, 1.0, seed=2)]
+    layers = pd.concat(
+        [p[0].assign(cell=c.name) for p, c in zip(parts, cells, strict=True)], ignore_index=True
+    )
+    epochs = pd.concat(
+        [p[1].assign(cell=c.name) for p, c in zip(parts, cells, strict=True)], ignore_index=True
+    )
+    summary = pd.DataFrame([cell_summary(c, p[0], p[1]) for p, c in zip(parts, cells, strict=True)])
+    grid = regimes.GridTables(summary, across_cells(summary), premise_regime(summary, cells), cells,
+                              epochs, layers)  # fmt: skip
+    assert grid.premise == "lenet5/cluttered"
+    assert grid.premise_message().startswith("The premise holds in lenet5/cluttered: E2E - layer")
+    assert "+0.05" in grid.premise_message()
+    claims = grid.claims("lenet5/cluttered").set_index("claim")
+    assert claims.loc["C4a", "verdict"] == "supported"
+    with pytest.raises(ValueError, match="cell must be one of"):
+        grid.cell_tables("vgg8b/digits")
+    none = regimes.GridTables(summary.assign(readout_verdict="no gap"), grid.across, None, cells,
+                              epochs, layers)  # fmt: skip
+    assert none.premise_message().startswith("No cell of this grid has a gap")
+    assert "lenet5/digits" in none.premise_message()

@@ -26,6 +26,7 @@ def test_notebook_epochs_known_values() -> None:
         "05": {"quick": 2, "study": 10, "paper": None},
         "07": {"quick": None, "study": None, "paper": None},
         "08": {"quick": 3, "study": 20, "paper": 400},
+        "10": {"quick": None, "study": None, "paper": None},
     }
     assert set(study.NOTEBOOK_DEFAULTS) == set(expected)
     for notebook, per_preset in expected.items():
@@ -40,7 +41,7 @@ def test_notebook_seeds_known_values() -> None:
     for notebook in ("04", "05", "08"):  # one seed unless told
         assert study.notebook_seeds(notebook, 3) == [3]
         assert study.notebook_seeds(notebook, 3, [1, 2]) == [1, 2]
-    for notebook in ("02", "03", "07"):  # the preset's seeds (run_study reads PRESET_SEEDS)
+    for notebook in ("02", "03", "07", "10"):  # the preset's seeds (run_study reads PRESET_SEEDS)
         assert study.notebook_seeds(notebook, 3) is None
         assert study.notebook_seeds(notebook, 3, [1, 2]) == [1, 2]
 
