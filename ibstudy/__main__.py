@@ -15,7 +15,8 @@ import sys
 from typing import Any
 
 from ibstudy.cli_values import option_type, parse_ints
-from ibstudy.config import ESTIMATORS, PRESETS, MeasureConfig, TrainConfig
+from ibstudy.config import PRESETS, MeasureConfig, TrainConfig
+from ibstudy.estimators import estimator_names
 from ibstudy.report import add_report_parser
 from ibstudy.run import add_run_parser
 from ibstudy.sweep import add_sweep_parser
@@ -102,7 +103,7 @@ def add_measure_parser(subparsers: Any) -> None:
         help="re-measure a stored run's plane under another estimator (no retraining)",
         description="Reload a run's stored weights and measure every layer; the table is cached in "
         "RUN_DIR/measures/<measure_id>.csv and its path printed. Unset options keep the run's own "
-        f"estimator (estimators: {list(ESTIMATORS)}).",
+        f"estimator (estimators: {list(estimator_names())}).",
     )
     parser.add_argument("run_dir", help="a run folder written by `train` (holds config.json)")
     parser.add_argument(

@@ -28,6 +28,7 @@ from ibstudy.checks import (
 __all__ = [
     "BANDWIDTHS",
     "ESTIMATORS",
+    "ESTIMATOR_SETTINGS",
     "MEASURE_FIELDS",
     "NHSIC_REGS",
     "MeasureConfig",
@@ -51,7 +52,12 @@ MILESTONE_FRACTIONS: tuple[float, ...] = (0.5, 0.75, 0.875, 0.9375)
 #: [ours] the study preset's extra record points inside the first epoch (its fast fitting phase)
 STUDY_FRACTIONS: tuple[float, ...] = (0.125, 0.25, 0.5)
 BANDWIDTHS: tuple[str, ...] = ("fixed", "median")
+#: the modes :class:`ibstudy.hsic.InfoPlane` computes; the registered estimators, which
+#: MeasureConfig.estimator names, are :func:`ibstudy.estimators.estimator_names`
 ESTIMATORS: tuple[str, ...] = ("nhsic", "nhsic_cka")
+#: MeasureConfig fields that only some estimators read (``Estimator.settings``): in the dict, the
+#: digest and the table columns of those estimators only, so the other estimators' ids never move
+ESTIMATOR_SETTINGS: tuple[str, ...] = ("alpha",)
 #: TrainConfig fields that say how the plane is measured during training (not part of the run id)
 MEASURE_FIELDS: tuple[str, ...] = (
     "eval_size", "chunk_size", "sigma", "eps", "floor", "floor_perms",
@@ -80,11 +86,17 @@ class MeasureConfig:
     sigma: float = 5.0  # used by the fixed bandwidth only
     eps: float = 1e-5  # NOCCO ridge
     floor_perms: int = 1  # permutations per chunk for the floor (0: no floor)
-    estimator: str = "nhsic"  # "nhsic" | "nhsic_cka"
+    estimator: str = "nhsic"  # registered (ibstudy.estimators): nhsic | nhsic_cka | renyi
     floor_seed: int = 0  # seeds the floor's permutations (chunk i: floor_seed + i)
+    alpha: float = 1.01  # Rényi order (renyi only; > 0 and != 1; ibstudy.renyi.DEFAULT_ALPHA)
 
     def validate(self, dataset: str | None = None) -> MeasureConfig:
-        """Raise ValueError naming the setting and the allowed values; ``dataset`` bounds eval_size."""
+        """Raise ValueError naming the setting and the allowed values; ``dataset`` bounds eval_size.
+
+        The estimator must be registered (:mod:`ibstudy.estimators`); a setting that only other
+        estimators read (:data:`ESTIMATOR_SETTINGS`) must keep its default."""
+        from ibstudy.estimators import get_estimator
+
         check_int("eval_size", self.eval_size, minimum=4)
         check_int("chunk_size", self.chunk_size, minimum=4)
         if self.eval_size % self.chunk_size:
@@ -96,8 +108,18 @@ class MeasureConfig:
         check_real("sigma", self.sigma, minimum=0.0, include_minimum=False)
         check_real("eps", self.eps, minimum=0.0, include_minimum=False)
         check_int("floor_perms", self.floor_perms, minimum=0)
-        check_choice("estimator", self.estimator, ESTIMATORS)
+        estimator = get_estimator(self.estimator)  # names the registered estimators
         check_int("floor_seed", self.floor_seed, minimum=0)
+        defaults = MeasureConfig()
+        for name in ESTIMATOR_SETTINGS:
+            if name not in estimator.settings and getattr(self, name) != getattr(defaults, name):
+                readers = _readers(name)
+                raise ValueError(
+                    f"{name} is a setting of the estimator(s) {readers} only; leave it at its "
+                    f"default {getattr(defaults, name)!r} with estimator={self.estimator!r}, or "
+                    f"pick one of {readers}"
+                )
+        estimator.check(self)  # its own settings (e.g. alpha: > 0 and != 1)
         if dataset is not None:
             from ibstudy.data import INFO
 
@@ -109,12 +131,17 @@ class MeasureConfig:
         return self
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict."""
-        return dataclasses.asdict(self)
+        """JSON-ready dict; a setting of :data:`ESTIMATOR_SETTINGS` only where the estimator reads it."""
+        from ibstudy.estimators import REGISTRY
+
+        estimator = REGISTRY.get(self.estimator)
+        reads = estimator.settings if estimator is not None else ()
+        unused = set(ESTIMATOR_SETTINGS) - set(reads)
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in unused}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> MeasureConfig:
-        """Inverse of :meth:`to_dict`; unknown keys are rejected."""
+        """Inverse of :meth:`to_dict` (a missing setting takes its default); unknown keys are rejected."""
         _check_fields(cls, d)
         return cls(**d)
 
@@ -411,6 +438,13 @@ def scaled_milestones(epochs: int) -> tuple[int, ...]:
     """The paper's milestones (50, 75, 87.5, 93.75 % of training) for ``epochs`` epochs, distinct."""
     points = sorted({max(1, round(f * epochs)) for f in MILESTONE_FRACTIONS})
     return tuple(p for p in points if p < epochs)
+
+
+def _readers(setting: str) -> list[str]:
+    """The registered estimators that read ``setting``."""
+    from ibstudy.estimators import REGISTRY
+
+    return [name for name, est in REGISTRY.items() if setting in est.settings]
 
 
 def _check_fields(cls: type, names: Any) -> None:

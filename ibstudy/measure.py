@@ -1,10 +1,10 @@
 """Measurement as its own stage: the plane recorder and re-measurement of stored weights (docs/method.md §10).
 
 Training stores the model's weights at the recorded epochs; :func:`measure` reloads them and measures
-every block and the logits under any :class:`MeasureConfig` (bandwidth rule, m, eps, floor
-permutations, estimator), caching the table in the run folder under the config's digest. Training
-itself records through the same :class:`PlaneRecorder`, so re-measuring with a run's own measure
-config reproduces its ``layers.csv``.
+every block and the logits under any :class:`MeasureConfig` (a registered estimator of
+:mod:`ibstudy.estimators`, bandwidth rule, m, eps, floor permutations), caching the table in the run
+folder under the config's digest. Training itself records through the same :class:`PlaneRecorder`,
+so re-measuring with a run's own measure config reproduces its ``layers.csv``.
 """
 
 from __future__ import annotations
@@ -23,11 +23,13 @@ from tqdm import tqdm
 
 from ibstudy.checks import check_int_list
 from ibstudy.config import MeasureConfig
-from ibstudy.hsic import InfoPlane
+from ibstudy.estimators.plane import Plane
 from ibstudy.store import Run, atomic_write_text
 from ibstudy.tables import MEASURE_COLUMNS, PLANE_COLUMNS
 
-__all__ = ["MeasureConfig", "PlaneRecorder", "cache_path", "evaluating", "measure"]
+__all__ = [
+    "MeasureConfig", "PlaneRecorder", "cache_path", "evaluating", "measure", "measure_columns",
+]  # fmt: skip
 
 
 @contextmanager
@@ -46,7 +48,8 @@ def evaluating(*modules: nn.Module) -> Iterator[None]:
 
 
 class PlaneRecorder:
-    """Measures a block-structured model's layers on a fixed evaluation subset under one estimator."""
+    """Measures a block-structured model's layers on a fixed evaluation subset under one estimator
+    (the registered estimator ``mcfg.estimator``, run chunk by chunk by :class:`Plane`)."""
 
     def __init__(
         self,
@@ -63,11 +66,7 @@ class PlaneRecorder:
             )
         self.mcfg = mcfg
         self.device = torch.device(device)
-        self.plane = InfoPlane(
-            x_eval, y_eval, chunk_size=mcfg.chunk_size, sigma=mcfg.sigma, eps=mcfg.eps,
-            device=self.device, floor_perms=mcfg.floor_perms, seed=mcfg.floor_seed,
-            bandwidth=mcfg.bandwidth, estimator=mcfg.estimator,
-        )  # fmt: skip
+        self.plane = Plane(x_eval, y_eval, mcfg, device=self.device)
 
     def measure(self, model: nn.Module) -> pd.DataFrame:
         """One row per layer (blocks, then ``logits``): layer, layer_index and the plane columns."""
@@ -114,6 +113,12 @@ class PlaneRecorder:
             out["head_test_acc"] = head_acc[index] if index < num_blocks else math.nan
             rows.append(out)
         return rows
+
+
+def measure_columns(mcfg: MeasureConfig) -> list[str]:
+    """The columns of a measurement table under ``mcfg``: :data:`ibstudy.tables.MEASURE_COLUMNS`,
+    then the settings only its estimator reads (e.g. ``alpha`` for ``renyi``)."""
+    return [*MEASURE_COLUMNS, *(c for c in mcfg.columns() if c not in MEASURE_COLUMNS)]
 
 
 def cache_path(run: Run, mcfg: MeasureConfig) -> Path:
@@ -170,7 +175,7 @@ def measure(
 
     ``mcfg=None`` is the run's own (the estimator recorded during training). Results are cached in
     ``<run>/measures/<measure_id>.csv`` (written atomically; a second call reads the cache) and
-    returned as a tidy table with :data:`ibstudy.tables.MEASURE_COLUMNS`. Bad settings and missing
+    returned as a tidy table with :func:`measure_columns`. Bad settings and missing
     weights raise ``ValueError`` before any model is loaded; training files are never modified.
     Nothing is unpickled: weights are read with torch's weights-only loader (a damaged file raises
     ValueError naming it), and a previous-format checkpoint that :meth:`Run.load` would need to
@@ -185,8 +190,9 @@ def measure(
     mcfg.validate(cfg.dataset)
     wanted = _check_epochs(run, epochs)
     path = cache_path(run, mcfg)
-    cached = pd.read_csv(path) if path.exists() else pd.DataFrame(columns=MEASURE_COLUMNS)
-    cached = cached.reindex(columns=MEASURE_COLUMNS)  # caches of older formats lack ``step``
+    columns = measure_columns(mcfg)
+    cached = pd.read_csv(path) if path.exists() else pd.DataFrame(columns=columns)
+    cached = cached.reindex(columns=columns)  # caches of older formats lack ``step``
     steps = dict(zip(run.epochs["epoch"].astype(float), run.epochs["step"], strict=True))
     todo = [e for e in wanted if e not in set(cached["epoch"].astype(int))]
     if todo:
@@ -208,12 +214,12 @@ def measure(
             table = recorder.measure(model)
             step = steps.get(float(epoch), math.nan)
             frames.append(table.assign(**base, epoch=epoch, step=step, **settings))
-        fresh = pd.concat(frames, ignore_index=True)[MEASURE_COLUMNS]
+        fresh = pd.concat(frames, ignore_index=True)[columns]
         cached = fresh if cached.empty else pd.concat([cached, fresh], ignore_index=True)
         cached = cached.sort_values(["epoch", "layer_index"], kind="stable", ignore_index=True)
         atomic_write_text(path, cached.to_csv(index=False))
     out = cached[cached["epoch"].astype(int).isin(wanted)]
-    return out.reset_index(drop=True)[MEASURE_COLUMNS]
+    return out.reset_index(drop=True)[columns]
 
 
 def measure_settings(**overrides: Any) -> MeasureConfig:

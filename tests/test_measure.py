@@ -18,6 +18,7 @@ from ibstudy.config import MeasureConfig, TrainConfig
 from ibstudy.hsic import InfoPlane, gaussian_median, nhsic, nhsic_cka
 from ibstudy.measure import cache_path, measure
 from ibstudy.store import Run
+from ibstudy.tables import MEASURE_COLUMNS
 from ibstudy.training import train
 
 NHSIC = ["nhsic_xz", "nhsic_yz", "floor_xz", "floor_yz", "nhsic_xz_std", "nhsic_yz_std"]
@@ -213,9 +214,13 @@ def no_heavy_work(monkeypatch):
     [
         (dict(chunk_size=100), "chunk_size must divide eval_size"),
         (dict(bandwidth="silverman"), r"bandwidth must be one of \['fixed', 'median'\]"),
-        (dict(estimator="cka"), r"estimator must be one of \['nhsic', 'nhsic_cka'\]"),
+        (dict(estimator="cka"), r"estimator must be one of \['nhsic', 'nhsic_cka', 'renyi'\]"),
         (dict(eval_size=2048, chunk_size=256), "eval_size must be <= 1000"),
         (dict(eps=0.0), "eps must be a finite number"),
+        (dict(eps=math.inf), "eps must be a finite number"),
+        (dict(estimator="renyi", alpha=1.0), r"alpha must be > 0 and != 1"),
+        (dict(estimator="renyi", alpha=-0.5), r"alpha must be a finite number in \(0, inf\]"),
+        (dict(alpha=3.0), r"alpha is a setting of the estimator\(s\) \['renyi'\] only"),
         (dict(floor_perms=-1), "floor_perms must be an integer >= 0"),
     ],
 )
@@ -292,6 +297,40 @@ def test_measure_nan_free(stored):
     table = measure(stored, MeasureConfig(eval_size=256, chunk_size=128, estimator="nhsic_cka"))
     assert table[["nhsic_xz", "nhsic_yz"]].map(math.isfinite).all().all()
     assert ((table["nhsic_xz"] >= 0) & (table["nhsic_xz"] <= 1)).all()
+
+
+def test_renyi_remeasure_writes_alpha_and_is_cached(run_copy, monkeypatch):
+    mcfg = MeasureConfig(eval_size=256, chunk_size=128, estimator="renyi", floor_perms=3)
+    table = measure(run_copy, mcfg)
+    assert list(table.columns) == [*MEASURE_COLUMNS, "alpha"] and set(table["alpha"]) == {1.01}
+    assert set(table["estimator"]) == {"renyi"} and len(table) == 3 * 5
+    assert table["measure_id"].iloc[0].startswith("renyi-fixed-m128-")
+    values = table[["nhsic_xz", "nhsic_yz", "floor_xz", "floor_yz", "floor_xz_std"]]
+    assert values.map(math.isfinite).all().all() and (values >= 0).all().all()
+    # the first block of a trained network carries information about its input above the floor
+    last = table[table["epoch"] == 2].iloc[0]
+    assert last["nhsic_xz"] > last["floor_xz"] + 5 * last["floor_xz_std"]
+
+    def boom(*args, **kwargs):
+        raise AssertionError("model loaded although the cache holds every epoch")
+
+    monkeypatch.setattr(Run, "load_model", boom)
+    pd.testing.assert_frame_equal(measure(run_copy, mcfg), table, check_dtype=False)
+
+
+def test_remeasure_with_a_registered_estimator_matches_the_plane(run_copy):
+    """measure() of the nHSIC estimators through the registry reproduces InfoPlane on the run."""
+    from ibstudy.data import eval_subset, load_dataset
+
+    mcfg = MeasureConfig(eval_size=256, chunk_size=128, estimator="nhsic_cka", floor_perms=2)
+    table = measure(run_copy, mcfg, epochs=[2])
+    x, y = eval_subset(load_dataset("mnist5k", split="test", root="data"), 256)
+    model = run_copy.load_model(2).eval()
+    with torch.no_grad():
+        logits, zs = model(x, return_blocks=True)
+    plane = InfoPlane(x, y, chunk_size=128, floor_perms=2, estimator="nhsic_cka")
+    ref = plane.measure(dict(zip([*model.block_names, "logits"], [*zs, logits], strict=True)))
+    np.testing.assert_allclose(table[NHSIC].to_numpy(float), ref[NHSIC].to_numpy(float), rtol=1e-12)
 
 
 def test_plots_and_descriptions_take_any_measure_table(stored):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -10,7 +11,8 @@ import pytest
 import torch
 
 from ibstudy import robustness
-from ibstudy.config import MeasureConfig
+from ibstudy.config import MeasureConfig, TrainConfig
+from ibstudy.store import Run
 from ibstudy.study import notebook_params, run_study
 from ibstudy.tables import MEASURE_COLUMNS
 
@@ -111,7 +113,7 @@ def test_scale_response_median_flat_fixed_moves():
     z = x[:, :4] + 0.3 * torch.randn(64, 4, generator=g, dtype=torch.float64)
     suite = robustness.estimator_suite(64, 32, floor_perms=2)
     out = robustness.scale_response(x, y, z, [0.1, 1.0, 10.0], suite)
-    assert len(out) == 9
+    assert len(out) == 3 * len(suite)
     med = out[out["estimator"] == "median bandwidth"]["nhsic_xz"].to_numpy()
     np.testing.assert_allclose(med, med[0], rtol=1e-9)
     fixed = out[out["estimator"].str.startswith("paper")]["nhsic_xz"].to_numpy()
@@ -120,11 +122,15 @@ def test_scale_response_median_flat_fixed_moves():
         robustness.scale_response(x, y, z, [0.0], suite)
 
 
-def test_estimator_suite():
+def test_estimator_suite_reads_the_registry():
+    from ibstudy.estimators import estimator_names
+
     suite = robustness.estimator_suite(512, 256, floor_perms=3)
-    assert [m.bandwidth for m in suite.values()] == ["fixed", "median", "fixed"]
-    assert [m.estimator for m in suite.values()] == ["nhsic", "nhsic", "nhsic_cka"]
+    assert list(suite)[:3] == [robustness.PAPER_LABEL, "median bandwidth", "nHSIC-CKA"]
+    assert [m.bandwidth for m in suite.values()] == ["fixed", "median", "fixed", "fixed"]
+    assert [m.estimator for m in suite.values()] == ["nhsic", *estimator_names()]
     assert all(isinstance(m, MeasureConfig) and m.floor_perms == 3 for m in suite.values())
+    assert list(suite.values())[-1].alpha == 1.01  # Rényi at its default order
     with pytest.raises(ValueError, match="chunk_size must divide eval_size"):
         robustness.estimator_suite(500, 256)
 
@@ -178,3 +184,126 @@ def test_with_probes_joins_float_epochs_without_a_warning():
         out = with_probes(measured, layers)
     assert out["epoch"].dtype == measured["epoch"].dtype and list(out["epoch"]) == [0, 1, 2]
     assert list(out[PROBE_COLUMNS[0]]) == [0.0, 0.1, 0.2]
+
+
+# ---------------------------------------------------------------- estimator sensitivity
+def test_sensitivity_settings_vary_one_factor_at_a_time():
+    ref = MeasureConfig(eval_size=512, chunk_size=256, floor_perms=3)
+    suite = robustness.estimator_suite(512, 256, floor_perms=3)
+    settings = robustness.sensitivity_settings(
+        ref, eps_values=[1e-7, 1e-5, 1e-3, 1e-1], chunk_sizes=[128, 256, 512],
+        eval_sizes=[256, 512, 768], estimators=suite, dataset="mnist5k",
+    )  # fmt: skip
+    assert list(settings) == [
+        "reference", "eps=1e-07", "eps=0.001", "eps=0.1", "m=128", "m=512", "N=256", "N=768",
+        "median bandwidth", "nHSIC-CKA", "Rényi MI (matrix-based)",
+    ]  # fmt: skip
+    assert settings["reference"] is ref  # the suite's paper entry equals it: left out
+    for label, mcfg in settings.items():
+        changed = {k for k, v in mcfg.to_dict().items() if ref.to_dict().get(k) != v}
+        expected = {"eps": {"eps"}, "m=": {"chunk_size"}, "N=": {"eval_size"}}
+        for prefix, fields in expected.items():
+            if label.startswith(prefix):
+                assert changed == fields, label
+    assert settings["eps=0.1"].eps == 0.1 and settings["N=768"].eval_size == 768
+    assert settings["Rényi MI (matrix-based)"].estimator == "renyi"
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(chunk_sizes=[100]), r"chunk_sizes must divide the reference's eval_size=512"),
+        (dict(eval_sizes=[300]), r"eval_sizes must be multiples of the reference's chunk_size"),
+        (dict(eval_sizes=[1024]), r"eval_size must be <= 1000"),
+        (dict(eps_values=[math.inf]), r"eps_values entries must be a finite number"),
+        (dict(eps_values=[0.0]), r"eps_values entries must be a finite number"),
+        (dict(eps_values="1e-5"), r"eps_values must be a list of values"),
+        (dict(estimators={"x": MeasureConfig(estimator="renyi", alpha=1.0)}), "alpha must be"),
+    ],
+)
+def test_sensitivity_settings_refuse_bad_input(kwargs, message):
+    ref = MeasureConfig(eval_size=512, chunk_size=256)
+    with pytest.raises(ValueError, match=message):
+        robustness.sensitivity_settings(ref, dataset="mnist5k", **kwargs)
+
+
+def test_claim_epochs_are_the_windows_claims_read():
+    assert robustness.claim_epochs(range(41)) == [0, 1, 2, 3, 4, 37, 38, 39, 40]
+    assert robustness.claim_epochs([0, 0.5, 1, 2, 3]) == [0, 1, 2, 3]  # too short for windows
+    assert robustness.claim_epochs(range(1, 13)) == [1, 12]  # w = 1
+    with pytest.raises(ValueError, match="at least one whole epoch"):
+        robustness.claim_epochs([0.5])
+
+
+def _sensitivity_tables():
+    """Three settings of the same runs: the reference, one that moves C1, one that keeps it."""
+    ref = _measured(  # excess over the floor: e2e 1, 2, 3 by depth, layer-wise 1, 1, 1
+        {"e2e": [10, 9, 8], "layerwise": [10, 6, 4]},
+        {"e2e": [9, 7, 5], "layerwise": [9, 5, 3]},
+        seeds=(0, 1, 2),
+    )
+    flat = ref.assign(nhsic_xz=ref["floor_xz"] + 1.0)  # equal excess everywhere: C1's effect 0
+    epochs = (
+        ref[["run", "method", "head", "seed", "epoch"]]
+        .drop_duplicates()
+        .assign(train_acc=0.9, test_acc=0.9)
+    )
+    return {"reference": ref, "flat": flat, "same": ref.assign(measure_id="m2")}, epochs
+
+
+def test_verdict_changes_and_table_count_the_settings():
+    tables, epochs = _sensitivity_tables()
+    by = robustness.claims_by_estimator(tables, epochs, reference="reference")
+    c1 = by[by["claim"] == "C1"].set_index("estimator")
+    assert c1.loc["reference", "verdict"] == "supported"  # e2e keeps more input info with depth
+    assert c1.loc["flat", "verdict"] == "inconclusive" and bool(c1.loc["flat", "changed"])
+    assert not c1.loc["same", "changed"] and set(c1["reference_verdict"]) == {"supported"}
+    changes = robustness.verdict_changes(by).set_index("setting")
+    assert list(changes.index) == ["reference", "flat", "same"]
+    assert changes.loc["reference", "changed"] == "none" and changes.loc["same", "n_changed"] == 0
+    assert "C1: supported -> inconclusive" in changes.loc["flat", "changed"]
+    table = robustness.verdict_table(by).set_index("claim")
+    assert list(table.index) == ["C1", "C2", "C3", "C3b"]
+    assert table.loc["C1", "holds"] == 2 and table.loc["C1", "holds_under"] == "2 of 3"
+    assert table.loc["C1", "inconclusive"] == 1 and table.loc["C1", "changed_under"] == "flat"
+    counted = table[["holds", "contradicted", "inconclusive", "not_measured"]].sum(axis=1)
+    assert (counted == table["settings"]).all()
+    assert table.loc["C1", "claimed_sign"] == 2  # the flat setting's effect is exactly 0
+    with pytest.raises(ValueError, match="reference must be one of"):
+        robustness.claims_by_estimator(tables, epochs, reference="paper")
+    with pytest.raises(ValueError, match="lacks required column"):
+        robustness.verdict_table(robustness.claims_by_estimator(tables, epochs))
+
+
+def test_estimator_sensitivity_measures_the_claim_epochs_only(monkeypatch):
+    """It re-measures every setting at the claims' epochs (no training) and compares verdicts."""
+    tables, epochs = _sensitivity_tables()
+    ref = MeasureConfig(eval_size=512, chunk_size=256, floor_perms=3)
+    settings = {"reference": ref, "flat": dataclasses.replace(ref, eps=1e-3)}
+    calls = []
+
+    class FakeRun(Run):
+        def __init__(self, stored):
+            self._stored = stored
+
+        def stored_epochs(self):
+            return self._stored
+
+        @property
+        def config(self):
+            return TrainConfig()
+
+    def fake_measure_runs(runs, mcfg, wanted, progress=False):
+        calls.append((mcfg, list(wanted)))
+        table = tables["reference" if mcfg is ref else "flat"]
+        return table[table["epoch"].isin(wanted)]
+
+    monkeypatch.setattr(robustness, "measure_runs", fake_measure_runs)
+    runs = [FakeRun([0, 1, 2, 3]), FakeRun([0, 1, 2, 3, 4])]
+    by = robustness.estimator_sensitivity(runs, epochs, settings)
+    assert [c[1] for c in calls] == [[0, 1, 2, 3]] * 2  # the epochs every run stored
+    assert set(by["estimator"]) == {"reference", "flat"} and "changed" in by.columns
+    with pytest.raises(ValueError, match="reference must be one of the settings"):
+        robustness.estimator_sensitivity(runs, epochs, {"flat": ref})
+    with pytest.raises(ValueError, match="runs must be a non-empty list of stored Runs"):
+        robustness.estimator_sensitivity([], epochs, settings)
