@@ -9,8 +9,11 @@ PRESET ?= study
 # independent runs side by side (ibstudy/parallel.py): auto = one per core for small models; JOBS=1
 # trains one run at a time
 JOBS ?= auto
+# the browser check (make test-browser, not part of make test): Debian's chromium driven by Playwright
+CHROMIUM ?= /usr/bin/chromium
+BROWSER_STAMP := $(VENV)/.ibstudy-browser-stamp
 
-.PHONY: setup study test test-all lint lab bench bench-gpu clean
+.PHONY: setup study test test-all test-browser lint lab bench bench-gpu clean
 
 setup: $(STAMP)
 
@@ -30,6 +33,21 @@ test: $(STAMP)
 
 test-all: $(STAMP)
 	$(PY) -m pytest
+
+# chromium from Debian's packages (apt-get, as root), Playwright from requirements-browser.txt
+$(BROWSER_STAMP): requirements-browser.txt $(STAMP)
+	@test -x $(CHROMIUM) || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+		&& apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium \
+		&& test -x $(CHROMIUM); } \
+		|| { echo "error: make test-browser needs Debian's chromium at $(CHROMIUM): run" \
+		"'sudo apt-get install chromium' (or give CHROMIUM=/path/to/chromium)" >&2; exit 2; }
+	$(PY) -m pip install -q -r requirements-browser.txt
+	touch $@
+
+# results/index.html in headless chromium (links, images, no request off the machine, a screenshot),
+# then the explorer of notebook 02 in JupyterLab (needs make study's results/ first)
+test-browser: $(BROWSER_STAMP)
+	CHROMIUM=$(CHROMIUM) $(PY) tests/browser/check_browser.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

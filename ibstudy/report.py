@@ -9,7 +9,8 @@ comparison, per claim: effect, interval, verdict, margin to 0 and the leave-one-
 the tables and the findings to ``docs/findings/`` and rewrites the block between the two marker
 comments of ``README.md`` from them, with a provenance line; ``tests/test_report.py`` re-renders the
 block from the committed copies and checks the README holds exactly that. ``--compare`` prints
-every verdict of this run that differs from the README's.
+every verdict of this run that differs from the README's. Every form also writes the report page
+``results/index.html`` (:mod:`ibstudy.report_page`).
 """
 
 from __future__ import annotations
@@ -531,6 +532,14 @@ def _write_readme(readme: Path, results: Path, data: Mapping[str, Any]) -> int:
     return 0
 
 
+def _write_page(results: Path, data: Mapping[str, Any] | None) -> None:
+    """Write the report page ``index.html`` (and its animations) of whatever ``results`` holds."""
+    from ibstudy.report_page import write_report_page
+
+    if results.is_dir():
+        print(f"wrote {write_report_page(results, data)}")
+
+
 def main_report(args: argparse.Namespace) -> int:
     """The ``report`` sub-command: write ``findings.json`` and ``findings.md`` into the results
     folder and print the block; with ``--readme`` commit them and write the README's block; with
@@ -544,9 +553,11 @@ def main_report(args: argparse.Namespace) -> int:
             f"error: nothing to report: {tables / TABLES[0]} not found, {tables / TABLES[1]} not "
             "found: run notebook 06 first (make study)"
         )
+        _write_page(results, None)
         return 2
     json_path, md_path = write_findings(results, data)
     print(f"wrote {json_path} and {md_path}")
+    _write_page(results, data)
     for item in data["missing"]:
         print(f"missing: {item}")
     effects, accuracy = findings_tables(data)
