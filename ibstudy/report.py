@@ -55,6 +55,8 @@ END = "<!-- findings:end -->"
 #: where the tables behind the README's block are committed
 FINDINGS_DIR = Path("docs") / "findings"
 TABLES = ("06_claims.csv", "06_accuracy.csv")
+#: notebook 09's tables behind the regimes part of the block (optional: a study without them omits it)
+REGIME_TABLES = ("09_regimes_summary.csv", "09_regimes_across.csv")
 FINDINGS_JSON = "findings.json"
 FINDINGS_MD = "findings.md"
 #: the ``format`` of a findings.json this module writes and reads
@@ -156,6 +158,60 @@ def findings_markdown(effects: pd.DataFrame | None, accuracy: pd.DataFrame | Non
     return "\n".join(out)
 
 
+def _signed(value: object, spec: str = "+.3f") -> str:
+    number = float(value)  # type: ignore[arg-type]
+    return "n/a" if not math.isfinite(number) else format(number, spec)
+
+
+def regimes_markdown(summary: pd.DataFrame, across: pd.DataFrame | None = None) -> str:
+    """The regimes part of the block (notebook 09, docs/method.md §12 "Regimes"): per cell the
+    accuracies, the seed-paired gap under the prediction (95 % interval, k of n) and under the last
+    head, the readout verdict, C1's effect with its z and the role gap; then the across-cell test
+    and the premise regime."""
+    from ibstudy.regimes import Cell, premise_regime
+
+    columns = ("cell", "depth", "difficulty", "n_seeds", "e2e_acc_mean", "layerwise_acc_mean",
+               "gap_mean", "gap_std", "gap_ci_low", "gap_ci_high", "gap_k_of_n", "head_gap_mean",
+               "readout_verdict", "C1_estimate", "C1_z", "C1_verdict", "role_gap")  # fmt: skip
+    check_table(summary, columns, "regimes summary")
+    seeds = int(summary["n_seeds"].min())
+    lines = [
+        f"Regimes (notebook 09; {seeds} seeds per cell, E2E vs layer-wise with linear heads, the "
+        "same schedule in every cell):",
+        "",
+        "| cell | E2E acc | LW acc | gap E2E − LW (final classifier) [95 % CI], seeds > 0 | gap vs "
+        "LW last head | readout verdict | C1 effect (z), verdict | role gap |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in summary.to_dict("records"):
+        lines.append(
+            f"| {r['cell']} | {float(r['e2e_acc_mean']):.3f} | {float(r['layerwise_acc_mean']):.3f} "
+            f"| {_signed(r['gap_mean'], '+.4f')} ± {_signed(r['gap_std'], '.4f')} "
+            f"[{_signed(r['gap_ci_low'], '+.4f')}, {_signed(r['gap_ci_high'], '+.4f')}], "
+            f"{r['gap_k_of_n']} | {_signed(r['head_gap_mean'], '+.4f')} | {r['readout_verdict']} "
+            f"| {_num(float(r['C1_estimate']))} ({_signed(r['C1_z'], '+.1f')}), {r['C1_verdict']} "
+            f"| {_num(float(r['role_gap']))} |"
+        )
+    lines.append("")
+    if across is not None and len(across):
+        for r in across.to_dict("records"):
+            lines.append(
+                f"- Across cells, the gap against {r['statistic']}: Spearman rho "
+                f"{_signed(r['rho'], '+.2f')} over {int(r['n_cells'])} cells, one-sided Holm p "
+                f"{_num(float(r['p_greater_holm']))} (gap heterogeneity p "
+                f"{_num(float(r['heterogeneity_p']))}): {r['verdict']}."
+            )
+    cells = [Cell(str(d), str(f)) for d, f in zip(summary["depth"], summary["difficulty"],
+                                                   strict=True)]  # fmt: skip
+    premise = premise_regime(summary, cells)
+    lines.append(
+        f"- The premise regime (the cheapest cell with a gap under both readouts): {premise}."
+        if premise
+        else "- No cell has a gap under both readouts: the premise regime does not exist here."
+    )
+    return "\n".join(lines)
+
+
 def _markers_problem(path: Path) -> str | None:
     """Why ``path`` cannot take the findings block (missing file or markers), or None."""
     try:
@@ -200,6 +256,12 @@ def readme_block(folder: str | Path = FINDINGS_DIR) -> str:
     effects = pd.read_csv(folder / TABLES[0])
     accuracy = pd.read_csv(folder / TABLES[1]) if (folder / TABLES[1]).exists() else None
     block = findings_markdown(effects, accuracy)
+    if (folder / REGIME_TABLES[0]).exists():
+        across = folder / REGIME_TABLES[1]
+        block += "\n\n" + regimes_markdown(
+            pd.read_csv(folder / REGIME_TABLES[0]),
+            pd.read_csv(across) if across.exists() else None,
+        )
     if (folder / FINDINGS_JSON).exists():
         block += "\n" + _provenance_bullet(
             load_findings(folder / FINDINGS_JSON), _findings_label(folder)
@@ -347,6 +409,11 @@ def findings_report(data: Mapping[str, Any]) -> str:
         "",
         findings_markdown(effects, accuracy) or "(no tables)",
     ]
+    regimes = data.get("regimes")
+    if regimes and regimes.get("cells"):
+        across = pd.DataFrame(regimes.get("across") or [])
+        out += ["", "## Regimes", "",
+                regimes_markdown(pd.DataFrame(regimes["cells"]), across if len(across) else None)]  # fmt: skip
     if effects is not None:
         loso = "loso_n" in effects.columns
         out += [
@@ -441,7 +508,24 @@ def collect_findings(results_dir: str | Path) -> dict[str, Any] | None:
     scales = [t["scale"] for t in (effects, accuracy) if t is not None and "scale" in t.columns]
     preset = presets_of(pd.concat(scales)) if scales else presets_of([])
     record = collect(preset=preset, runs_dir=Path(results_dir) / "runs")
-    return findings_data(effects, accuracy, record, sources=sources, missing=missing)
+    data = findings_data(effects, accuracy, record, sources=sources, missing=missing)
+    regimes = regimes_data(Path(results_dir) / "tables")
+    if regimes is not None:
+        data["regimes"] = regimes
+    return data
+
+
+def regimes_data(tables: Path) -> dict[str, Any] | None:
+    """Notebook 09's per-cell summary and across-cell test under ``tables`` as JSON-ready records
+    (``{"cells": [...], "across": [...]}``), or None when notebook 09 has not run."""
+    if not (tables / REGIME_TABLES[0]).exists():
+        return None
+    out: dict[str, Any] = {}
+    for key, name in zip(("cells", "across"), REGIME_TABLES, strict=True):
+        path = tables / name
+        frame = pd.read_csv(path) if path.exists() else pd.DataFrame()
+        out[key] = [{k: _plain(v) for k, v in row.items()} for row in frame.to_dict("records")]
+    return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -519,7 +603,8 @@ def _write_readme(readme: Path, results: Path, data: Mapping[str, Any]) -> int:
         return 2
     FINDINGS_DIR.mkdir(parents=True, exist_ok=True)
     sources = {}
-    for key, name in zip(("claims", "accuracy"), TABLES, strict=True):
+    names = (*TABLES, *REGIME_TABLES)
+    for key, name in zip(("claims", "accuracy", "regimes", "regimes_across"), names, strict=True):
         if (tables / name).exists():
             atomic_write_text(FINDINGS_DIR / name, (tables / name).read_text(encoding="utf-8"))
             sources[key] = f"{FINDINGS_DIR.as_posix()}/{name}"

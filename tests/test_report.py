@@ -417,3 +417,44 @@ def test_a_failed_readme_write_leaves_the_readme_whole(tmp_path, monkeypatch):
         report.update_readme(readme, "new block")
     assert readme.read_text() == original
     assert [p.name for p in tmp_path.iterdir()] == ["README.md"]
+
+
+def test_the_regimes_part_of_the_block_renders_notebook_09s_tables(tmp_path):
+    """The block gains the regimes (per cell the gap with its interval, the readout verdict, C1
+    with its z, the role gap; the across-cell test; the premise regime) when their tables exist."""
+    import shutil
+
+    from ibstudy.report import REGIME_TABLES, readme_block, regimes_data
+
+    for name in ("06_claims.csv", "06_accuracy.csv"):
+        shutil.copy(Path("docs/findings") / name, tmp_path / name)
+    without = readme_block(tmp_path)
+    summary = pd.DataFrame({
+        "cell": ["lenet5/digits", "lenet5/cluttered"], "depth": "lenet5",
+        "difficulty": ["digits", "cluttered"], "n_seeds": 3, "e2e_acc_mean": [0.97, 0.90],
+        "layerwise_acc_mean": [0.971, 0.85], "gap_mean": [-0.001, 0.05], "gap_std": [0.002, 0.004],
+        "gap_ci_low": [-0.006, 0.04], "gap_ci_high": [0.004, 0.06], "gap_k_of_n": ["1 of 3", "3 of 3"],
+        "head_gap_mean": [0.0, 0.045], "readout_verdict": ["no gap", "gap"],
+        "C1_estimate": [-0.5, 0.8], "C1_z": [-3.1, 4.2], "C1_verdict": ["contradicted", "supported"],
+        "role_gap": [0.1, 0.3],
+    })  # fmt: skip
+    across = pd.DataFrame({"statistic": ["C1_estimate", "role_gap"], "rho": [1.0, 1.0],
+                           "p_greater_holm": [1.0, 1.0], "n_cells": 2, "heterogeneity_p": 0.001,
+                           "verdict": "untestable"})  # fmt: skip
+    summary.to_csv(tmp_path / REGIME_TABLES[0], index=False)
+    across.to_csv(tmp_path / REGIME_TABLES[1], index=False)
+    block = readme_block(tmp_path)
+    assert block.startswith(without.split("\n- Provenance")[0][:200])
+    assert (
+        "| lenet5/cluttered | 0.900 | 0.850 | +0.0500 ± 0.0040 [+0.0400, +0.0600], 3 of 3 |"
+        in block
+    )
+    assert "| gap | 0.8 (+4.2), supported | 0.3 |" in block
+    assert "the gap against role_gap: Spearman rho +1.00 over 2 cells" in block
+    assert (
+        "premise regime (the cheapest cell with a gap under both readouts): lenet5/cluttered"
+        in block
+    )
+    data = regimes_data(tmp_path)
+    assert [c["cell"] for c in data["cells"]] == ["lenet5/digits", "lenet5/cluttered"]
+    assert data["across"][0]["verdict"] == "untestable"
