@@ -1,6 +1,7 @@
 """Benchmark of ibstudy.hsic against the naive and the fastest peer forms of the nHSIC computation.
 
-Usage: ``python benchmarks/bench_hsic.py [--device cpu|cuda] [--quick] [--repeats N] [--threads N]``
+Usage: ``python benchmarks/bench_hsic.py [--device cpu|cuda] [--quick] [--repeats N] [--threads N]
+[--sections 1 2 ...]``
 
 Every ratio is measured side by side in one run, on the same inputs and device:
 
@@ -11,7 +12,14 @@ Every ratio is measured side by side in one run, on the same inputs and device:
    products, float32 ``torch.inverse`` of the non-symmetric ``K H + eps m I``; relative errors of both
    against a float64 reference (explicit ``H``, float64 Gram and solve);
 3. the cached ``InfoPlane`` evaluator on LeNet5-shaped layers vs the peer form called twice per layer;
-4. exact vs approximate (``nhsic_approx``) nHSIC at m = 4,096.
+4. exact vs approximate (``nhsic_approx``) nHSIC at m = 4,096;
+5. ours vs its bound: one ``nhsic`` call (d_X = 3,072, d_Z = 256) against the two float32 Gram
+   matmuls it cannot avoid (``X @ X.T`` and ``Z @ Z.T``), beside the peer form of 2., with the share
+   of a call spent on its input checks;
+6. the matrix-based Rényi mutual information (``ibstudy.renyi.renyi_mi_from_data``, alpha = 1.01)
+   beside ``nhsic`` on the inputs of 5.
+
+``--sections`` runs a subset (e.g. ``--sections 5 6``).
 
 Both re-implemented forms are written here from their description; they are not imported from the
 peers' code. Peak memory on the CPU is measured in a fresh subprocess per (form, m), with glibc told
@@ -46,25 +54,30 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ibstudy.hsic import InfoPlane, nhsic, nhsic_approx  # noqa: E402
+from ibstudy.hsic import InfoPlane, _check_pair, nhsic, nhsic_approx  # noqa: E402
+from ibstudy.renyi import renyi_mi_from_data  # noqa: E402
 
 SIGMA = 5.0
 EPS = 1e-5
 IMAGE = (3, 32, 32)  # d = 3,072 (CIFAR-shaped)
 LENET5 = {"block0": (6, 14, 14), "block1": (16, 5, 5), "block2": (120,), "block3": (84,)}
 LENET5["logits"] = (10,)
+Z_BOUND = (16, 4, 4)  # d_Z = 256: the feature map of sections 5 and 6
+RENYI_ALPHA = 1.01
 
 
 # ----------------------------------------------------------------------------------------------
 # inputs
 # ----------------------------------------------------------------------------------------------
-def make_data(m: int, device: torch.device, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Smooth CIFAR-shaped float32 images X and a ReLU feature map Z = (m, 16, 5, 5) of them."""
+def make_data(
+    m: int, device: torch.device, seed: int = 0, z_shape: tuple[int, ...] = (16, 5, 5)
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Smooth CIFAR-shaped float32 images X and a ReLU feature map Z = (m, *z_shape) of them."""
     g = torch.Generator().manual_seed(seed)
     x = F.interpolate(torch.randn(m, 3, 8, 8, generator=g), size=32, mode="bilinear")
     x = x + 0.1 * torch.randn(m, *IMAGE, generator=g)
-    w = torch.randn(math.prod(IMAGE), 400, generator=g) / math.sqrt(math.prod(IMAGE))
-    z = torch.relu(x.reshape(m, -1) @ w).reshape(m, 16, 5, 5)
+    w = torch.randn(math.prod(IMAGE), math.prod(z_shape), generator=g) / math.sqrt(math.prod(IMAGE))
+    z = torch.relu(x.reshape(m, -1) @ w).reshape(m, *z_shape)
     return x.to(device), z.to(device)
 
 
@@ -442,12 +455,99 @@ def bench_approx(m: int, device: torch.device, checks: dict) -> None:
     )
 
 
+def bench_bound(ms: list[int], device: torch.device, repeats: int, checks: dict) -> None:
+    rows = []
+    for m in ms:
+        x, z = make_data(m, device, z_shape=Z_BOUND)
+        fx, fz = x.reshape(m, -1), z.reshape(m, -1)
+        ref = reference_nhsic(x, z)
+        err = abs(ours_nhsic(x, z) / ref - 1)
+        t = best_times(
+            {
+                "grams": lambda fx=fx, fz=fz: (fx @ fx.T, fz @ fz.T),
+                "ours": lambda x=x, z=z: ours_nhsic(x, z),
+                "peer": lambda x=x, z=z: peer_nhsic(x, z),
+                "checks": lambda x=x, z=z: _check_pair(x, z, "gaussian", "gaussian", SIGMA),
+            },
+            device,
+            repeats,
+            min_total_s=1.5,  # short calls: more tries to find a quiet moment
+            max_runs=60,
+        )
+        bound, speed, share = t["ours"] / t["grams"], t["peer"] / t["ours"], t["checks"] / t["ours"]
+        rows.append(
+            [
+                str(m),
+                f"{1e3 * t['grams']:.1f}",
+                f"{1e3 * t['ours']:.1f}",
+                f"{bound:.2f}x",
+                f"{1e3 * t['peer']:.1f}",
+                f"{speed:.2f}x",
+                f"{1e3 * t['checks']:.2f}",
+                f"{100 * share:.1f} %",
+                f"{err:.1e}",
+            ]
+        )
+        if m == 1024:
+            checks["bound: nhsic within 2.5x of the two float32 Gram matmuls at m=1024"] = (
+                bound <= 2.5
+            )
+            checks["bound: >= 1.4x faster than the peer form at m=1024 (d_Z = 256)"] = speed >= 1.4
+            checks["bound: input checks <= 3 % of a call at m=1024"] = share <= 0.03
+    print_table(
+        f"5. one nhsic call vs the float32 Grams X@X.T + Z@Z.T it cannot avoid, d_X = "
+        f"{math.prod(IMAGE)}, d_Z = {math.prod(Z_BOUND)}; ms",
+        ["m", "Grams", "ours", "ours/Grams", "peer", "peer/ours", "checks", "checks share",
+         "ours err"],
+        rows,
+    )  # fmt: skip
+
+
+def bench_renyi(ms: list[int], device: torch.device, repeats: int, checks: dict) -> None:
+    rows = []
+    for m in ms:
+        x, z = make_data(m, device, z_shape=Z_BOUND)
+        t = best_times(
+            {
+                "nhsic": lambda x=x, z=z: ours_nhsic(x, z),
+                "renyi": lambda x=x, z=z: renyi_mi_from_data(x, z, SIGMA, RENYI_ALPHA),
+            },
+            device,
+            repeats,
+        )
+        ratio = t["renyi"] / t["nhsic"]
+        value = renyi_mi_from_data(x, z, SIGMA, RENYI_ALPHA)
+        rows.append(
+            [
+                str(m),
+                f"{1e3 * t['nhsic']:.1f}",
+                f"{1e3 * t['renyi']:.1f}",
+                f"{ratio:.2f}x",
+                f"{value:.4f}",
+            ]
+        )
+        if m == 512:
+            checks["renyi: within 3x of nhsic at m=512"] = ratio <= 3.0
+    print_table(
+        f"6. Rényi MI (alpha = {RENYI_ALPHA}, float64 Grams and eigenvalues) beside nhsic, "
+        f"same inputs as 5.; ms",
+        ["m", "nhsic", "renyi", "renyi/nhsic", "I (bits)"],
+        rows,
+    )
+
+
+SECTIONS = ("1", "2", "3", "4", "5", "6")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--quick", action="store_true", help="smaller sizes, fewer repeats")
     parser.add_argument("--repeats", type=int, default=0, help="timed runs per form (best kept)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    parser.add_argument(
+        "--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS), help="sections to run"
+    )
     parser.add_argument("--_peak", nargs=2, metavar=("FORM", "M"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args._peak:
@@ -465,10 +565,20 @@ def main() -> None:
         f"{torch.get_num_threads()} threads, best of {repeats}, sigma={SIGMA}, eps={EPS}"
     )
     checks: dict[str, bool] = {}
-    bench_naive([256, 512] if args.quick else [256, 512, 1024], device, repeats, checks)
-    bench_peer([256, 512, 1024] if args.quick else [256, 512, 1024, 2048], device, repeats, checks)
-    bench_evaluator(1024, [256] if args.quick else [256, 512], device, repeats, checks)
-    bench_approx(2048 if args.quick else 4096, device, checks)
+    run = set(args.sections)
+    if "1" in run:
+        bench_naive([256, 512] if args.quick else [256, 512, 1024], device, repeats, checks)
+    if "2" in run:
+        ms = [256, 512, 1024] if args.quick else [256, 512, 1024, 2048]
+        bench_peer(ms, device, repeats, checks)
+    if "3" in run:
+        bench_evaluator(1024, [256] if args.quick else [256, 512], device, repeats, checks)
+    if "4" in run:
+        bench_approx(2048 if args.quick else 4096, device, checks)
+    if "5" in run:
+        bench_bound([256, 512, 1024], device, repeats, checks)
+    if "6" in run:
+        bench_renyi([256, 512, 1024], device, repeats, checks)
     print("\n## targets")
     for k, ok in checks.items():
         print(f"  [{'PASS' if ok else 'FAIL'}] {k}")

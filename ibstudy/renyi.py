@@ -122,7 +122,7 @@ def _pair(kx: Tensor, kz: Tensor) -> tuple[Tensor, Tensor]:
 def _mi(ax: Tensor, az: Tensor, alpha: float) -> float:
     """I_alpha from two float64 trace-1 Grams (no checks)."""
     joint = ax * az
-    joint = joint / float(torch.diagonal(joint).sum())
+    joint.div_(float(torch.diagonal(joint).sum()))
     return _entropy(ax, alpha) + _entropy(az, alpha) - _entropy(joint, alpha)
 
 
@@ -146,7 +146,11 @@ def _data_grams(
             t = t.cpu()
         if t.is_floating_point():
             t = t.to(torch.float64)
-        return normalized_gram(gram(t, kernel, sigma))
+        k = gram(t, kernel, sigma).to(torch.float64)  # finite: the inputs were checked
+        trace = float(torch.diagonal(k).sum())
+        if not trace > 0.0:
+            raise ValueError(f"k must have a positive trace to be normalized, got trace {trace!r}")
+        return k.div_(trace)  # normalized_gram without its copy and its second pass
 
     return one(x, kernel_x), one(z, kernel_z)
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from golden import (
     CHECKPOINTED,
     GOLDEN,
@@ -123,6 +124,10 @@ def test_timing_columns_are_the_only_ones_left_out(golden_tables) -> None:
     assert [c for c in EPOCH_COLUMNS if c not in golden_tables["epochs"].columns] == list(TIMING)
 
 
+#: the intra-op threads the golden checkpoint folders were written with
+CHECKPOINT_THREADS = 2
+
+
 @pytest.mark.parametrize("name", CHECKPOINTED)
 def test_checkpoints_written_before_the_refactor_still_resume(name: str, tmp_path: Path) -> None:
     """A run folder stopped half-way by the earlier code resumes to the numbers of an
@@ -132,8 +137,15 @@ def test_checkpoints_written_before_the_refactor_still_resume(name: str, tmp_pat
     assert source.is_dir(), f"missing golden run folder {source}"
     shutil.copytree(source, cfg.run_dir())
     assert load_checkpoint(cfg.run_dir())["epoch"] == cfg.total_epochs() // 2
-    resumed = train(cfg, resume=True, progress=False)
-    fresh = train(checkpoint_config(name, tmp_path / "fresh"), progress=False)
+    # the folders' first halves were trained with 2 intra-op threads: the fresh run's first half
+    # must use the same reduction order (with 1 thread the two differ by about 1e-6 relative)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(CHECKPOINT_THREADS)
+    try:
+        resumed = train(cfg, resume=True, progress=False)
+        fresh = train(checkpoint_config(name, tmp_path / "fresh"), progress=False)
+    finally:
+        torch.set_num_threads(threads)
     cols = [c for c in fresh.epochs.columns if c not in TIMING]
     _close(resumed.epochs[cols], fresh.epochs[cols], f"{name} epochs")
     _close(resumed.layers, fresh.layers, f"{name} layers")
