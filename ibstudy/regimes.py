@@ -205,7 +205,7 @@ def run_grid(
         raise ValueError(
             f"seeds must be >= 2 distinct integers (a seed-paired analysis), got {seeds}"
         )
-    pairs = grid_configs(cells, preset=preset, results_dir=str(Path(results_dir) / "runs"),
+    pairs = grid_configs(cells, preset=preset, results_dir=str(results_dir),
                          seeds=seeds, epochs=default_epochs if epochs is None else epochs,
                          **params)  # fmt: skip
     runs = train_all([c for _, configs in pairs for c in configs], progress=progress, jobs=jobs)

@@ -131,6 +131,7 @@ def test_grid_configs_share_one_schedule_and_keep_existing_ids(tmp_path) -> None
             configs[0].milestones}  # fmt: skip
         assert [c.method for c in configs] == ["e2e", "e2e", "layerwise", "layerwise"]
         assert all(c.model == cell.fields()["model"] for c in configs)
+        assert {c.results_dir for c in configs} == {str(tmp_path / "runs")}  # as run_study's
     few = dict(pairs)[Cell("lenet5", "few")]
     assert few[0].train_size == 500 and few[0].dataset == "mnist5k"
 
