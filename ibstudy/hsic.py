@@ -88,6 +88,7 @@ def _max_abs(x: Tensor) -> float:
     Inf when ``x`` holds one, so that the finiteness check and the overflow guard share it."""
     if x.dtype == torch.bool:
         return 1.0
+    x = x.detach()  # a value read, not part of any graph
     if x.is_complex():
         return float(x.abs().max())
     lo, hi = torch.aminmax(x)
