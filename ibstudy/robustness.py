@@ -286,7 +286,7 @@ def claim_epochs(epochs: Iterable[float]) -> list[int]:
         early, late = windows(whole)
     except NotMeasured:
         return whole
-    return sorted({e for e in (0, *early, *late) if e in whole})
+    return sorted({int(e) for e in (0, *early, *late) if e in whole})
 
 
 def estimator_sensitivity(

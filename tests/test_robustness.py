@@ -229,6 +229,7 @@ def test_sensitivity_settings_refuse_bad_input(kwargs, message):
 
 def test_claim_epochs_are_the_windows_claims_read():
     assert robustness.claim_epochs(range(41)) == [0, 1, 2, 3, 4, 37, 38, 39, 40]
+    assert all(type(e) is int for e in robustness.claim_epochs(range(41)))  # measure() needs ints
     assert robustness.claim_epochs([0, 0.5, 1, 2, 3]) == [0, 1, 2, 3]  # too short for windows
     assert robustness.claim_epochs(range(1, 13)) == [1, 12]  # w = 1
     with pytest.raises(ValueError, match="at least one whole epoch"):
