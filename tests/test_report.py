@@ -145,6 +145,56 @@ def agrees(text: str, value: float | None) -> bool:
     return abs(float(text) - value) <= unit / 2 * (1 + 1e-9)
 
 
+REGIME_ROW = re.compile(
+    r"\| (?P<cell>\S+) \| (?P<e2e>[\d.]+) \| (?P<lw>[\d.]+) \| (?P<gap>[-+][\d.]+) ± (?P<std>[\d.]+) "
+    r"\[(?P<lo>[-+][\d.]+), (?P<hi>[-+][\d.]+)\], (?P<k>\d+ of \d+) \| (?P<head>[-+][\d.]+) \| "
+    r"(?P<readout>[a-z ]+) \| (?P<c1>\S+) \((?P<z>[-+][\d.]+)\), (?P<c1v>[a-z ]+) \| (?P<role>\S+) \|"
+)
+ACROSS_LINE = re.compile(
+    r"- Across cells, the gap against (?P<stat>\S+): Spearman rho (?P<rho>[-+][\d.]+) over "
+    r"(?P<n>\d+) cells, one-sided Holm p (?P<p>\S+) \(gap heterogeneity p (?P<het>\S+)\): "
+    r"(?P<verdict>[a-z]+)\."
+)
+
+
+def check_regimes_line(line: str, regimes: dict) -> int:
+    """One line of the block's regimes part against findings.json's regimes; numbers checked."""
+
+    def agrees(text: str, value: float | None) -> bool:  # the regimes part signs its numbers
+        return globals()["agrees"](text.lstrip("+"), value)
+
+    cells = {c["cell"]: c for c in regimes["cells"]}
+    if line == "" or line.startswith(("| cell |", "|---")):
+        return 0
+    if line.startswith("| "):
+        m = REGIME_ROW.match(line)
+        assert m, line
+        c = cells[m["cell"]]
+        pairs = [("e2e", "e2e_acc_mean"), ("lw", "layerwise_acc_mean"), ("gap", "gap_mean"),
+                 ("std", "gap_std"), ("lo", "gap_ci_low"), ("hi", "gap_ci_high"),
+                 ("head", "head_gap_mean"), ("c1", "C1_estimate"), ("z", "C1_z"),
+                 ("role", "role_gap")]  # fmt: skip
+        for group, key in pairs:
+            assert agrees(m[group], c[key]), (line, key)
+        assert (m["k"], m["readout"], m["c1v"]) == (
+            c["gap_k_of_n"], c["readout_verdict"], c["C1_verdict"])  # fmt: skip
+        return len(pairs)
+    if line.startswith("- Across cells"):
+        m = ACROSS_LINE.match(line)
+        assert m, line
+        r = next(a for a in regimes["across"] if a["statistic"] == m["stat"])
+        assert agrees(m["rho"], r["rho"]) and agrees(m["p"], r["p_greater_holm"])
+        assert agrees(m["het"], r["heterogeneity_p"]) and int(m["n"]) == r["n_cells"]
+        assert m["verdict"] == r["verdict"]
+        return 4
+    premise = next((c["cell"] for c in regimes["cells"] if c["readout_verdict"] == "gap"), None)
+    if premise:
+        assert line.endswith(f"both readouts): {premise}."), line
+    else:
+        assert line.startswith("- No cell has a gap under both readouts"), line
+    return 1
+
+
 def check_block(block: str, findings: dict) -> int:
     """Parse every line of a findings block and check each number in it against ``findings``
     (the findings.json it names); returns how many numbers were checked."""
@@ -158,8 +208,15 @@ def check_block(block: str, findings: dict) -> int:
     checked, cells = 0, 0
     lines = block.strip().splitlines()
     comparisons: list[tuple[str, str]] = []
+    regimes = False
     for line in lines:
-        if line.startswith("| claim |"):
+        if line.startswith("Regimes (notebook 09; "):
+            regimes = True
+            seeds = int(re.match(r"Regimes \(notebook 09; (\d+) seeds", line).group(1))
+            assert seeds == min(c["n_seeds"] for c in findings["regimes"]["cells"])
+        elif regimes and not line.startswith("- Provenance ("):
+            checked += check_regimes_line(line, findings["regimes"])
+        elif line.startswith("| claim |"):
             for title in line.strip("| ").split(" | ")[2:]:
                 match = re.fullmatch(r"(\S+): vs (\S+) \((\d+) seeds?\)", title)
                 assert match, title
