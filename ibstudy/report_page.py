@@ -199,6 +199,45 @@ def _claim_cell(claim: Mapping[str, Any]) -> str:
     return cell
 
 
+def _regimes_html(findings: Mapping[str, Any]) -> str:
+    """Notebook 09's grid: per cell the accuracies, the gap under each readout, the claims'
+    verdicts and the role gap; then the across-cell test (docs/method.md §12 "Regimes")."""
+    regimes = findings.get("regimes") or {}
+    cells = regimes.get("cells") or []
+    if not cells:
+        return '<p class="muted">No regimes: notebook 09 has not run.</p>'
+    head = ("<tr><th>cell</th><th>seeds</th><th>E2E acc</th><th>LW acc</th><th>gap E2E − LW "
+            "(final classifier) [95 % CI], seeds &gt; 0</th><th>gap vs LW last head</th>"
+            "<th>readout verdict</th><th>C1 (z)</th><th>C2</th><th>C3</th><th>C4a</th>"
+            "<th>role gap</th></tr>")  # fmt: skip
+    rows = []
+    for c in cells:
+        verdicts = "".join(
+            f"<td>{_claim_cell({'estimate': c.get(f'{k}_estimate'), 'verdict': c.get(f'{k}_verdict')})}"
+            + (f" (z {_num(c.get('C1_z'), 3)})" if k == "C1" else "")
+            + "</td>"
+            for k in ("C1", "C2", "C3", "C4a")
+        )
+        rows.append(
+            f"<tr><td>{_esc(c['cell'])}</td><td class='num'>{_esc(c.get('n_seeds'))}</td>"
+            f"<td class='num'>{_num(c.get('e2e_acc_mean'), 4)}</td>"
+            f"<td class='num'>{_num(c.get('layerwise_acc_mean'), 4)}</td>"
+            f"<td class='num'>{_num(c.get('gap_mean'), 3)} [{_num(c.get('gap_ci_low'), 3)}, "
+            f"{_num(c.get('gap_ci_high'), 3)}], {_esc(c.get('gap_k_of_n'))}</td>"
+            f"<td class='num'>{_num(c.get('head_gap_mean'), 3)}</td>"
+            f"<td>{_esc(c.get('readout_verdict'))}</td>{verdicts}"
+            f"<td class='num'>{_num(c.get('role_gap'), 3)}</td></tr>"
+        )
+    lines = [
+        f"<li>the gap against {_esc(a['statistic'])}: Spearman rho {_num(a.get('rho'), 2)} over "
+        f"{_esc(a.get('n_cells'))} cells, one-sided Holm p {_num(a.get('p_greater_holm'), 3)}: "
+        f"<b>{_esc(a.get('verdict'))}</b></li>"
+        for a in regimes.get("across") or []
+    ]
+    across = f"<p>Across cells:</p><ul>{''.join(lines)}</ul>" if lines else ""
+    return "<table>" + head + "".join(rows) + "</table>" + across
+
+
 def _accuracy_html(findings: Mapping[str, Any]) -> str:
     """Per study: final test accuracy (mean ± std over seeds) and best test accuracy per arm."""
     rows = []
@@ -356,6 +395,7 @@ def build_page(
         ("animations", "The plane over training", _gifs_html(results)),
         ("claims", "Claims: E2E − baseline, 95 % interval, Holm-adjusted verdict",
          _claims_html(data)),
+        ("regimes", "Regimes: where the gap lives (notebook 09)", _regimes_html(data)),
         ("accuracy", "Accuracy", _accuracy_html(data)),
         ("figures", "Key figures", _figures_html(results)),
         ("notebooks", "Executed notebooks", _notebooks_html(results)),

@@ -131,3 +131,23 @@ def test_a_bare_results_folder_gives_a_page_saying_what_is_missing(tmp_path):
     with pytest.raises(ValueError, match="results_dir .* is not a folder"):
         report_page.write_report_page(tmp_path / "missing")
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_the_regimes_of_notebook_09_are_on_the_page(tmp_path):
+    """findings with regimes: one row per cell with its gap, readout verdict and claim verdicts,
+    and the across-cell test; without them the section says notebook 09 has not run."""
+    cell = {"cell": "vgg8b/cluttered", "n_seeds": 3, "e2e_acc_mean": 0.908,
+            "layerwise_acc_mean": 0.8437, "gap_mean": 0.0643, "gap_ci_low": 0.0355,
+            "gap_ci_high": 0.0931, "gap_k_of_n": "3 of 3", "head_gap_mean": 0.0507,
+            "readout_verdict": "gap", "C1_estimate": -0.171, "C1_verdict": "contradicted",
+            "C1_z": -14.7, "C2_estimate": 0.029, "C2_verdict": "supported",
+            "C3_estimate": None, "C3_verdict": "not measured", "C4a_estimate": 0.0643,
+            "C4a_verdict": "supported", "role_gap": 0.1007}  # fmt: skip
+    across = [{"statistic": "C1_estimate", "rho": 0.886, "n_cells": 6, "p_greater_holm": 0.0333,
+               "verdict": "holds"}]  # fmt: skip
+    page = report_page.build_page(tmp_path, {"studies": [], "regimes": {"cells": [cell],
+                                                                       "across": across}})  # fmt: skip
+    assert "<td>vgg8b/cluttered</td>" in page and "3 of 3" in page
+    assert "0.0643 [0.0355, 0.0931]" in page
+    assert "contradicted" in page and "(z -14.7)" in page and "<b>holds</b>" in page
+    assert "No regimes: notebook 09 has not run." in report_page.build_page(tmp_path, {})
