@@ -310,7 +310,7 @@ def beyond_variants(epochs: int, lambdas: Sequence[float] = BEYOND_LAMBDAS) -> l
 
 
 #: notebook 10: its new runs (tanh, weight decay > 0) train the first this many of the preset's seeds
-CRITIQUE_SEEDS = 3
+CRITIQUE_SEEDS = 5
 #: notebook 10's weight decays, the intervention of C3b's second form (0: notebook 02's E2E runs)
 CRITIQUE_WEIGHT_DECAYS: tuple[float, ...] = (0.0, 1e-3, 1e-2)
 

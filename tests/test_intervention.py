@@ -255,7 +255,7 @@ def test_assess_intervention_reports_one_seed_and_otherwise_applies_the_rule():
 
 
 def test_notebook_10_policy():
-    assert critique_seeds("study", 0) == [0, 1, 2]
+    assert critique_seeds("study", 0) == [0, 1, 2, 3, 4]
     assert critique_seeds("quick", 4) == [4] and critique_seeds("study", 0, [7, 8]) == [7, 8]
     variants = intervention_variants()
     assert variants[0] == {"method": "e2e"}  # notebook 02's E2E config: its runs are reused
