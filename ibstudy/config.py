@@ -27,7 +27,6 @@ from ibstudy.checks import (
 
 __all__ = [
     "BANDWIDTHS",
-    "ESTIMATORS",
     "ESTIMATOR_SETTINGS",
     "MEASURE_FIELDS",
     "NHSIC_REGS",
@@ -52,9 +51,6 @@ MILESTONE_FRACTIONS: tuple[float, ...] = (0.5, 0.75, 0.875, 0.9375)
 #: [ours] the study preset's extra record points inside the first epoch (its fast fitting phase)
 STUDY_FRACTIONS: tuple[float, ...] = (0.125, 0.25, 0.5)
 BANDWIDTHS: tuple[str, ...] = ("fixed", "median")
-#: the modes :class:`ibstudy.hsic.InfoPlane` computes; the registered estimators, which
-#: MeasureConfig.estimator names, are :func:`ibstudy.estimators.estimator_names`
-ESTIMATORS: tuple[str, ...] = ("nhsic", "nhsic_cka")
 #: MeasureConfig fields that only some estimators read (``Estimator.settings``): in the dict, the
 #: digest and the table columns of those estimators only, so the other estimators' ids never move
 ESTIMATOR_SETTINGS: tuple[str, ...] = ("alpha",)

@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 
 from ibstudy.checks import check_choice, check_int, check_positive
-from ibstudy.config import BANDWIDTHS, ESTIMATORS
+from ibstudy.config import BANDWIDTHS
 
 __all__ = [
     "KERNELS",
@@ -834,7 +834,7 @@ class InfoPlane:
     measurement only factorizes ``G_Z + eps m I = U^T U`` (Cholesky) and reads
     ``tr(R_X R_Z) = tr(R_X) - eps m ||U^-T S_X||_F^2`` (same for Y) from one triangular solve.
     This equals ``nhsic`` on the chunk to float64 rounding (about 1e-12 relative);
-    ``estimator="nhsic_cka"`` divides by ``sqrt(tr(R_X^2) tr(R_Z^2))`` (equals ``nhsic_cka``).
+    ``normalized=True`` (the estimator ``nhsic_cka``) divides by ``sqrt(tr(R_X^2) tr(R_Z^2))``.
     The permutation floor (``floor_perms`` = k > 0, or ``floor=True`` for k = 1) is the same estimator
     with the rows of Z shuffled: k fixed permutations per chunk, drawn from a generator seeded by
     ``seed + i``; replicate j averages permutation j over the chunks, and the floor's mean and std
@@ -855,13 +855,14 @@ class InfoPlane:
         seed: int = 0,
         floor_perms: int | None = None,
         bandwidth: str = "fixed",
-        estimator: str = "nhsic",
+        normalized: bool = False,
     ) -> None:
         chunk_size = check_int("chunk_size", chunk_size, minimum=MIN_SAMPLES)
         check_positive("sigma", sigma)
         check_positive("eps", eps)
         check_choice("bandwidth", bandwidth, BANDWIDTHS)
-        check_choice("estimator", estimator, ESTIMATORS)
+        if not isinstance(normalized, bool):
+            raise ValueError(f"normalized must be True or False, got {normalized!r}")
         if floor_perms is None:
             floor_perms = 1 if floor else 0
         floor_perms = check_int("floor_perms", floor_perms, minimum=0)
@@ -891,7 +892,7 @@ class InfoPlane:
         self.floor_perms = floor_perms
         self.floor = floor_perms > 0
         self.bandwidth = bandwidth
-        self.estimator = estimator
+        self.normalized = normalized
         self.kernel = "gaussian" if bandwidth == "fixed" else "gaussian_median"
         self.num_chunks = n // chunk_size
         self._x = x_eval.to(self.device)
@@ -984,7 +985,7 @@ class InfoPlane:
             w = torch.linalg.solve_triangular(chol.mT, s, upper=False)
             sums = torch.linalg.vector_norm(w, dim=0).square_() @ self._blocks[i]
             values = (self._traces[i] - c * sums.cpu()).tolist()
-            if self.estimator == "nhsic_cka":
+            if self.normalized:
                 v = torch.linalg.solve_triangular(
                     chol,
                     torch.eye(self.chunk_size, dtype=chol.dtype, device=chol.device),
@@ -1002,7 +1003,7 @@ class InfoPlane:
         w = lam / (lam + c)
         proj = (s.T @ (vec * w.sqrt())).square_()
         values = [float(b.sum()) for b in proj.split(self._widths[i], dim=0)]
-        if self.estimator == "nhsic_cka":
+        if self.normalized:
             values = self._cka(i, values, float(w.square().sum()))
         return values
 

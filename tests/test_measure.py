@@ -170,9 +170,7 @@ def test_plane_estimators_equal_the_direct_forms():
 
     ref = _trace_product(nocco_operator(center(gx), 1e-3), nocco_operator(center(gz), 1e-3))
     assert med["z"]["nhsic_xz"] == pytest.approx(ref, rel=1e-9)
-    cka = InfoPlane(x, y, chunk_size=m, estimator="nhsic_cka", eps=1e-2).measure_chunk(
-        0, {"z": z[:m]}
-    )
+    cka = InfoPlane(x, y, chunk_size=m, normalized=True, eps=1e-2).measure_chunk(0, {"z": z[:m]})
     assert cka["z"]["nhsic_xz"] == pytest.approx(nhsic_cka(x[:m], z[:m], eps=1e-2), rel=1e-9)
     assert cka["z"]["nhsic_yz"] == pytest.approx(
         nhsic_cka(y[:m], z[:m], kernel_a="linear", eps=1e-2), rel=1e-9
@@ -328,7 +326,7 @@ def test_remeasure_with_a_registered_estimator_matches_the_plane(run_copy):
     model = run_copy.load_model(2).eval()
     with torch.no_grad():
         logits, zs = model(x, return_blocks=True)
-    plane = InfoPlane(x, y, chunk_size=128, floor_perms=2, estimator="nhsic_cka")
+    plane = InfoPlane(x, y, chunk_size=128, floor_perms=2, normalized=True)
     ref = plane.measure(dict(zip([*model.block_names, "logits"], [*zs, logits], strict=True)))
     np.testing.assert_allclose(table[NHSIC].to_numpy(float), ref[NHSIC].to_numpy(float), rtol=1e-12)
 

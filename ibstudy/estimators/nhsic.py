@@ -24,9 +24,10 @@ __all__ = ["NHSIC", "Nocco"]
 
 @dataclass(frozen=True)
 class Nocco(Estimator):
-    """A NOCCO estimator computed by :class:`ibstudy.hsic.InfoPlane` in the mode ``plane_mode``."""
+    """A NOCCO estimator computed by :class:`ibstudy.hsic.InfoPlane`; ``normalized`` divides by
+    ``sqrt(tr(R_X^2) tr(R_Z^2))`` (the CKA form)."""
 
-    plane_mode: str = "nhsic"
+    normalized: bool = False
 
     def chunk(
         self, x: Tensor, y: Tensor, mcfg: MeasureConfig, floor: Floor, device: torch.device
@@ -37,7 +38,7 @@ class Nocco(Estimator):
         k = len(floor.perms)
         plane = InfoPlane(
             x, y, chunk_size=x.shape[0], sigma=mcfg.sigma, eps=mcfg.eps, device=device,
-            floor_perms=k, seed=floor.seed, bandwidth=mcfg.bandwidth, estimator=self.plane_mode,
+            floor_perms=k, seed=floor.seed, bandwidth=mcfg.bandwidth, normalized=self.normalized,
         )  # fmt: skip
 
         def measure(reps: Mapping[str, Tensor]) -> dict[str, ChunkValues]:

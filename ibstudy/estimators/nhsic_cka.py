@@ -11,4 +11,4 @@ from ibstudy.estimators.nhsic import Nocco
 
 __all__ = ["NHSIC_CKA"]
 
-NHSIC_CKA = Nocco("nhsic_cka", "nHSIC-CKA", "alignment in [0, 1]", plane_mode="nhsic_cka")
+NHSIC_CKA = Nocco("nhsic_cka", "nHSIC-CKA", "alignment in [0, 1]", normalized=True)
