@@ -9,7 +9,10 @@ the information plane.
 - Kernels are those of :mod:`ibstudy.hsic` (:func:`ibstudy.hsic.gram`): the Gaussian's fixed
   bandwidth ``sigma * sqrt(d)`` is the nHSIC plane's; a 1-D integer tensor with kernel ``"linear"``
   is taken as class labels (Gram ``[y_i == y_j]``).
-- Precision: Grams and eigenvalues (``torch.linalg.eigvalsh``) in float64; eigenvalues below the
+- Precision: kernel values, trace normalization and eigenvalues (``torch.linalg.eigvalsh``) in
+  float64. The squared distances of a Gaussian Gram come from a matmul in the input's floating
+  dtype, as nHSIC's Grams do (:mod:`ibstudy.hsic`); a float32 input's distances are then widened
+  to float64 before the exponential, so the kernel is not rounded to float32. Eigenvalues below the
   rank tolerance ``n * eps * max|lambda|`` (round-off of a PSD matrix, negative ones included) count
   as 0, which matters for alpha < 1, where ``lambda^alpha`` magnifies round-off. MPS tensors (no
   float64) are moved to the CPU.
@@ -25,11 +28,12 @@ import torch
 from torch import Tensor
 
 from ibstudy.checks import check_choice, check_int, check_real
-from ibstudy.hsic import KERNELS, _check_pair, gram
+from ibstudy.hsic import KERNELS, _check_pair, _features, _gram, _scaled_sq_dists
 
 __all__ = [
     "DEFAULT_ALPHA",
     "check_alpha",
+    "data_gram",
     "normalized_gram",
     "renyi_entropy",
     "renyi_floor",
@@ -133,26 +137,33 @@ def renyi_mi(kx: Tensor, kz: Tensor, alpha: float = DEFAULT_ALPHA) -> float:
     return _mi(ax, az, alpha)
 
 
+def data_gram(t: Tensor, kernel: str, sigma: float) -> Tensor:
+    """The trace-1 float64 Gram of samples ``t`` under a kernel of :data:`ibstudy.hsic.KERNELS`
+    (no argument checks): a Gaussian's squared distances in ``t``'s floating dtype, then float64."""
+    if t.device.type == "mps":
+        t = t.cpu()
+    if kernel == "gaussian" and t.dim() > 1:
+        f = _features(t)  # float32 or float64; float32 beyond its safe magnitude is promoted
+        k = _scaled_sq_dists(f).to(torch.float64)
+        k.mul_(-1.0 / (2.0 * sigma * sigma * f.shape[1])).exp_()
+    else:
+        if t.is_floating_point():
+            t = t.to(torch.float64)
+        k = _gram(t, kernel, sigma).to(torch.float64)
+    trace = float(torch.diagonal(k).sum())
+    if not trace > 0.0:
+        raise ValueError(f"k must have a positive trace to be normalized, got trace {trace!r}")
+    return k.div_(trace)  # normalized_gram without its copy and its second pass
+
+
 def _data_grams(
     x: Tensor, z: Tensor, sigma: float, kernel_x: str, kernel_z: str
 ) -> tuple[Tensor, Tensor]:
-    """Trace-1 float64 Grams of ``x`` and ``z`` with :func:`ibstudy.hsic.gram`'s kernels."""
+    """Trace-1 float64 Grams of ``x`` and ``z`` (:func:`data_gram`), after the input checks."""
     check_choice("kernel_x", kernel_x, KERNELS)
     check_choice("kernel_z", kernel_z, KERNELS)
-    _check_pair(x, z, kernel_x, kernel_z, sigma)
-
-    def one(t: Tensor, kernel: str) -> Tensor:
-        if t.device.type == "mps":
-            t = t.cpu()
-        if t.is_floating_point():
-            t = t.to(torch.float64)
-        k = gram(t, kernel, sigma).to(torch.float64)  # finite: the inputs were checked
-        trace = float(torch.diagonal(k).sum())
-        if not trace > 0.0:
-            raise ValueError(f"k must have a positive trace to be normalized, got trace {trace!r}")
-        return k.div_(trace)  # normalized_gram without its copy and its second pass
-
-    return one(x, kernel_x), one(z, kernel_z)
+    _check_pair(x, z, kernel_x, kernel_z, sigma)  # finite inputs, so finite Grams
+    return data_gram(x, kernel_x, sigma), data_gram(z, kernel_z, sigma)
 
 
 def renyi_mi_from_data(

@@ -61,12 +61,13 @@ def test_agrees_with_a_float64_numpy_reference(alpha, sigma):
     assert renyi_entropy(torch.from_numpy(kx), alpha) == pytest.approx(
         _np_entropy(kx, alpha), rel=1e-10, abs=1e-12
     )
-    # float32 input: the Gram is built in float64, so it agrees as well
+    # float32 input: its squared distances come from a float32 matmul (nHSIC's Grams do too), the
+    # kernel and eigenvalues are float64: agreement to 1e-6 (a kernel rounded to float32 is ~1e-4 off)
     got32 = renyi_mi_from_data(x.float(), z.float(), sigma, alpha)
     ref32 = _np_mi(
         _np_gaussian(x.float().numpy(), sigma), _np_gaussian(z.float().numpy(), sigma), alpha
     )
-    assert got32 == pytest.approx(ref32, rel=1e-8, abs=1e-10)
+    assert got32 == pytest.approx(ref32, rel=1e-6, abs=1e-10)
 
 
 def test_uses_the_nhsic_kernel_width_rule():

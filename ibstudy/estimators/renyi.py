@@ -39,18 +39,12 @@ class RenyiMI(Estimator):
         self, x: Tensor, y: Tensor, mcfg: MeasureConfig, floor: Floor, device: torch.device
     ) -> ChunkMeasurer:
         """The chunk's trace-1 Grams of X and Y and their entropies, cached."""
-        import torch
-
-        from ibstudy.hsic import gram
-        from ibstudy.renyi import normalized_gram, renyi_entropy, renyi_joint_entropy
+        from ibstudy.renyi import data_gram, renyi_entropy, renyi_joint_entropy
 
         kernel, sigma, alpha = BANDWIDTH_KERNELS[mcfg.bandwidth], mcfg.sigma, mcfg.alpha
 
         def trace_one(t: Tensor, kern: str) -> Tensor:
-            t = t.to(device)
-            if t.is_floating_point():
-                t = t.to(torch.float64)  # float64 Grams, as ibstudy.renyi builds them
-            return normalized_gram(gram(t, kern, sigma))
+            return data_gram(t.to(device), kern, sigma)
 
         sides = [
             (a, renyi_entropy(a, alpha)) for a in (trace_one(x, kernel), trace_one(y, "linear"))
