@@ -29,7 +29,7 @@ LeNet5 on synthetic CIFAR-shaped images (10,000 by default):
    and the speed-up (target >= 1.4x on 2 cores).
 
     python benchmarks/bench_training.py [--n 10000] [--device auto] [--repeats 3]
-    python benchmarks/bench_training.py --only parallel [--seeds 3] [--epochs 3]
+    python benchmarks/bench_training.py --only parallel [--preset study] [--seeds 3] [--ceiling]
     python benchmarks/bench_training.py --device cuda --only throughput --n 20000 --repeats 2
 """
 
@@ -313,14 +313,28 @@ def main() -> None:
     )
     parser.add_argument("--width", type=float, default=1.0, help="ResNet width multiplier")
     parser.add_argument("--seeds", type=int, default=3, help="parallel: seeds per variant")
-    parser.add_argument("--epochs", type=int, default=3, help="parallel: epochs per run")
+    parser.add_argument(
+        "--epochs", type=int, default=None, help="parallel: epochs per run (default: the preset's)"
+    )
+    parser.add_argument(
+        "--preset",
+        choices=["quick", "study"],
+        default="quick",
+        help="parallel: notebook 02's runs at this preset (make study trains them at 'study')",
+    )
+    parser.add_argument(
+        "--ceiling",
+        action="store_true",
+        help="parallel: also train the runs one at a time with one thread each (the speed-up "
+        "that perfect side-by-side scaling would give)",
+    )
     args = parser.parse_args()
     device = pick_device(args.device)
     torch.set_num_threads(torch.get_num_threads())
     print(f"device: {device}  threads: {torch.get_num_threads()}  images: {args.n}")
     with tempfile.TemporaryDirectory() as tmp:
         if args.only == "parallel":
-            parallel_section(args.seeds, args.epochs, tmp)
+            parallel_section(args.seeds, args.epochs, tmp, args.preset, args.ceiling)
             return
         if args.only == "all":
             overhead_sections(args.n, device, args.repeats, tmp)
@@ -361,30 +375,50 @@ def overhead_sections(n: int, device: torch.device, repeats: int, tmp: str) -> N
     methods_section(data, device, repeats, tmp)
 
 
-def parallel_section(seeds: int, epochs: int, tmp: str) -> None:
-    """Section 8: notebook 02's runs with jobs=1 and jobs=auto, wall time side by side."""
+def parallel_section(
+    seeds: int, epochs: int | None, tmp: str, preset: str = "quick", ceiling: bool = False
+) -> None:
+    """Section 8: notebook 02's runs with jobs=1 and jobs=auto, wall time side by side; with
+    ``ceiling``, also jobs=1 at one thread, whose time over the cores is what perfect scaling of
+    side-by-side runs would take (the bound on jobs=auto's speed-up)."""
     from ibstudy.parallel import available_cores, resolve_jobs, train_runs
     from ibstudy.study import study_config
 
     variants = [{"method": "e2e"}, {"method": "layerwise", "head": "linear"}]
+    settings: list[tuple[object, int | None]] = [(1, None), ("auto", None)]
+    if ceiling:
+        settings.append((1, 1))
+    extra = {} if epochs is None else {"epochs": epochs}
+    # warm-up: this process's first run pays one-time costs (data, kernels) the others do not
+    warm = study_config("quick", results_dir=f"{tmp}/warm-up", epochs=1, device="cpu")
+    train_runs([warm], jobs=1, progress=False)
     rows = []
-    for jobs in (1, "auto"):
-        folder = f"{tmp}/parallel-{jobs}"
+    for jobs, threads in settings:
+        folder = f"{tmp}/parallel-{jobs}-{threads}"
         configs = [
-            study_config("quick", results_dir=folder, epochs=epochs, seed=s, device="cpu", **v)
+            study_config(preset, results_dir=folder, seed=s, device="cpu", **extra, **v)
             for v in variants
             for s in range(seeds)
         ]
         n = resolve_jobs(jobs, configs)
         start = time.perf_counter()
-        train_runs(configs, jobs=jobs, progress=False)
-        rows.append((jobs, n, time.perf_counter() - start))
-    base = rows[0][2]
-    print(f"\n8. parallel runs: {len(configs)} runs of notebook 02 (quick preset, {epochs} epochs), "
-          f"{available_cores()} cores")  # fmt: skip
-    print(f"{'jobs':>6} {'workers':>8} {'wall s':>8} {'speed-up':>9}")
-    for jobs, n, seconds in rows:
-        print(f"{jobs!s:>6} {n:>8} {seconds:>8.1f} {base / seconds:>8.2f}x")
+        train_runs(configs, jobs=jobs, threads=threads, progress=False)
+        rows.append((jobs, threads, n, time.perf_counter() - start))
+    base = rows[0][3]
+    cores = available_cores()
+    print(f"\n8. parallel runs: {len(configs)} runs of notebook 02 ({preset} preset, "
+          f"{configs[0].epochs} epochs), {cores} cores")  # fmt: skip
+    print(f"{'jobs':>6} {'threads':>8} {'workers':>8} {'wall s':>8} {'speed-up':>9}")
+    for jobs, threads, n, seconds in rows:
+        shown = threads if threads is not None else ("default" if n == 1 else cores // n)
+        print(f"{jobs!s:>6} {shown!s:>8} {n:>8} {seconds:>8.1f} {base / seconds:>8.2f}x")
+    if ceiling:
+        bound = base / (rows[2][3] / min(cores, len(configs)))
+        print(
+            f"  ceiling: one-thread runs shared perfectly over {cores} cores would be {bound:.2f}x"
+        )
+    auto = base / rows[1][3]
+    print(f"  [{'PASS' if auto >= 1.4 else 'FAIL'}] jobs=auto at least 1.4x faster than jobs=1")
 
 
 if __name__ == "__main__":

