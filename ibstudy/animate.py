@@ -31,12 +31,10 @@ from matplotlib.text import Text
 from ibstudy.checks import check_int, check_positive
 from ibstudy.plots import (
     _EDGE,
-    _PLANE_REQUIRED,
     FLOOR_LABEL,
     HEAD_STYLES,
     HUE_CHOICES,
     METHOD_ORDER,
-    SEED_MODES,
     Style,
     _epoch_colorbar,
     _epoch_norm,
@@ -44,11 +42,11 @@ from ibstudy.plots import (
     _new_figure,
     _ordered,
     _run_keys,
-    _select_layers,
     _style_map,
+    plane_table,
 )
 from ibstudy.store import atomic_write
-from ibstudy.tables import check_one_estimator, check_table, seed_mean, select
+from ibstudy.tables import check_table
 
 __all__ = [
     "LAYOUTS",
@@ -74,34 +72,6 @@ def format_epoch(epoch: float) -> str:
     """A record point as the label shows it: ``12`` for a whole epoch, ``0.125`` for a fraction."""
     value = float(epoch)
     return str(int(value)) if value.is_integer() else f"{value:.3g}"
-
-
-def plane_table(
-    layers: pd.DataFrame,
-    *,
-    layers_to_show: Sequence[str | int] | str | int | None = None,
-    methods: Sequence[str] | str | None = None,
-    heads: Sequence[str] | str | None = None,
-    epochs: Sequence[float] | None = None,
-    seeds: str = "each",
-) -> pd.DataFrame:
-    """The rows the plane draws, selected as :func:`ibstudy.plots.plot_plane` selects them (one
-    estimator, finite values; ``seeds="mean"``: the seed mean with ``nhsic_*_std`` = seed std)."""
-    check_one_estimator(check_table(layers, _PLANE_REQUIRED, "layers"))
-    if seeds not in SEED_MODES:
-        raise ValueError(f"seeds must be one of {list(SEED_MODES)}, got {seeds!r}")
-    df = select(layers, "method", methods, "methods")
-    df = select(df, "head", heads, "heads")
-    df = _select_layers(df, layers_to_show)
-    df = select(df, "epoch", epochs, "epochs")
-    df = df.dropna(subset=["nhsic_xz", "nhsic_yz"])
-    if df.empty:
-        raise ValueError("no finite nhsic_xz / nhsic_yz values left to plot after filtering")
-    if seeds == "mean":
-        values = [c for c in ("nhsic_xz", "nhsic_yz", "floor_xz", "floor_yz") if c in df.columns]
-        df = seed_mean(df, values)
-        df["nhsic_xz_std"], df["nhsic_yz_std"] = df["nhsic_xz_seed_std"], df["nhsic_yz_seed_std"]
-    return df
 
 
 @dataclass

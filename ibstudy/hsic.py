@@ -31,11 +31,11 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
-import pandas as pd
 import torch
 from torch import Tensor
 
 from ibstudy.checks import check_choice, check_int, check_positive
+from ibstudy.chunked import ChunkedPlane, check_rows
 from ibstudy.config import BANDWIDTHS
 
 __all__ = [
@@ -823,7 +823,7 @@ def _sqrt_factor(
 # ----------------------------------------------------------------------------------------------
 # information plane evaluator
 # ----------------------------------------------------------------------------------------------
-class InfoPlane:
+class InfoPlane(ChunkedPlane):
     """nHSIC(X;Z) and nHSIC(Y;Z) per layer on a fixed evaluation set split in chunks of m samples.
 
     X and Z use the Gaussian kernel with ``bandwidth="fixed"`` (sigma * sqrt(d), the paper's) or
@@ -927,34 +927,12 @@ class InfoPlane:
             )
             self._traces.append(torch.tensor([t for _, t in blocks], dtype=torch.float64))
 
-    def keys(self) -> list[str]:
-        """The keys of one layer's result in :meth:`measure_chunk`."""
-        keys = ["nhsic_xz", "nhsic_yz"]
-        if self.floor:
-            keys += ["floor_xz", "floor_yz"]
-            for j in range(self.floor_perms):
-                keys += [f"floor_xz/{j}", f"floor_yz/{j}"]
-        return keys
-
-    def chunk(self, i: int) -> tuple[Tensor, Tensor]:
-        """The i-th chunk's (x, y) on ``self.device``: what a trainer feeds the model for chunk i."""
-        if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < self.num_chunks:
-            raise ValueError(
-                f"chunk index i must be an integer in [0, {self.num_chunks}), got {i!r}"
-            )
-        sl = slice(i * self.chunk_size, (i + 1) * self.chunk_size)
-        return self._x[sl], self._y[sl]
-
     def measure_chunk(self, i: int, reps: Mapping[str, Tensor]) -> dict[str, dict[str, float]]:
         """Per layer ``{"nhsic_xz", "nhsic_yz"[, "floor_xz", "floor_yz", "floor_xz/j", ...]}`` for
         chunk i (pure); ``floor_*`` is the mean over the chunk's permutations, ``floor_*/j`` each one."""
         self.chunk(i)  # validates i
         for name, z in reps.items():
-            if not isinstance(z, Tensor) or z.dim() == 0 or z.shape[0] != self.chunk_size:
-                shape = tuple(z.shape) if isinstance(z, Tensor) else type(z).__name__
-                raise ValueError(
-                    f"layer {name!r}: expected a tensor with {self.chunk_size} rows, got {shape}"
-                )
+            check_rows(name, z, self.chunk_size, str(self.chunk_size))
         out: dict[str, dict[str, float]] = {}
         for name, z in reps.items():
             z = z.detach().to(self.device)
@@ -1015,57 +993,3 @@ class InfoPlane:
             denom = math.sqrt((nx if k % 2 == 0 else ny) * z_sq)
             out.append(min(1.0, max(0.0, value / denom)) if denom > 0 else 0.0)
         return out
-
-    def summarize(self, per_chunk: Sequence[Mapping[str, Mapping[str, float]]]) -> pd.DataFrame:
-        """One row per layer: means over all chunks and their (population, ddof=0) std over chunks;
-        with a floor, its mean and its std over the permutation replicates (ddof=1; NaN for k = 1)."""
-        if len(per_chunk) != self.num_chunks:
-            raise ValueError(
-                f"per_chunk must hold one result per chunk ({self.num_chunks}), got {len(per_chunk)}"
-            )
-        layers = list(per_chunk[0])
-        for j, res in enumerate(per_chunk):
-            if list(res) != layers:
-                raise ValueError(f"per_chunk[{j}] has layers {list(res)}, expected {layers}")
-        keys = self.keys()
-        rows = []
-        for layer in layers:
-            vals = {
-                k: torch.tensor([res[layer][k] for res in per_chunk], dtype=torch.float64)
-                for k in keys
-            }
-            row: dict[str, object] = {"layer": layer}
-            row["nhsic_xz"] = float(vals["nhsic_xz"].mean())
-            row["nhsic_yz"] = float(vals["nhsic_yz"].mean())
-            row["nhsic_xz_std"] = float(vals["nhsic_xz"].std(correction=0))
-            row["nhsic_yz_std"] = float(vals["nhsic_yz"].std(correction=0))
-            if self.floor:
-                for side in ("xz", "yz"):
-                    row[f"floor_{side}"] = float(vals[f"floor_{side}"].mean())
-                    reps = torch.stack(
-                        [vals[f"floor_{side}/{j}"].mean() for j in range(self.floor_perms)]
-                    )
-                    row[f"floor_{side}_std"] = (
-                        float(reps.std(correction=1)) if self.floor_perms > 1 else math.nan
-                    )
-            rows.append(row)
-        columns = ["layer", "nhsic_xz", "nhsic_yz", "nhsic_xz_std", "nhsic_yz_std"]
-        if self.floor:
-            columns += ["floor_xz", "floor_yz", "floor_xz_std", "floor_yz_std"]
-        return pd.DataFrame(rows, columns=columns)
-
-    def measure(self, reps: Mapping[str, Tensor]) -> pd.DataFrame:
-        """Whole representations (N, ...) per layer: ``measure_chunk`` over all chunks, then ``summarize``."""
-        n = self.num_chunks * self.chunk_size
-        for name, z in reps.items():
-            if not isinstance(z, Tensor) or z.dim() == 0 or z.shape[0] != n:
-                shape = tuple(z.shape) if isinstance(z, Tensor) else type(z).__name__
-                raise ValueError(
-                    f"layer {name!r}: expected a tensor with N = {n} rows, got {shape}"
-                )
-        m = self.chunk_size
-        per_chunk = [
-            self.measure_chunk(i, {k: z[i * m : (i + 1) * m] for k, z in reps.items()})
-            for i in range(self.num_chunks)
-        ]
-        return self.summarize(per_chunk)

@@ -44,6 +44,7 @@ __all__ = [
     "StudyFigure",
     "METHOD_STYLES",
     "HEAD_STYLES",
+    "plane_table",
     "plot_plane",
     "plot_plane_by",
     "plot_depth_profile",
@@ -335,6 +336,34 @@ def _mark_every(n_points: int, most: int = 30) -> int:
     return max(1, math.ceil(n_points / most))
 
 
+def plane_table(
+    layers: pd.DataFrame,
+    *,
+    layers_to_show: Sequence[str | int] | str | int | None = None,
+    methods: Sequence[str] | str | None = None,
+    heads: Sequence[str] | str | None = None,
+    epochs: Sequence[float] | None = None,
+    seeds: str = "each",
+) -> pd.DataFrame:
+    """The rows the plane draws, selected as :func:`plot_plane` draws them (one
+    estimator, finite values; ``seeds="mean"``: the seed mean with ``nhsic_*_std`` = seed std)."""
+    check_one_estimator(_check_table(layers, _PLANE_REQUIRED, "layers"))
+    if seeds not in SEED_MODES:
+        raise ValueError(f"seeds must be one of {list(SEED_MODES)}, got {seeds!r}")
+    df = _select(layers, "method", methods, "methods")
+    df = _select(df, "head", heads, "heads")
+    df = _select_layers(df, layers_to_show)
+    df = _select(df, "epoch", epochs, "epochs")
+    df = df.dropna(subset=["nhsic_xz", "nhsic_yz"])
+    if df.empty:
+        raise ValueError("no finite nhsic_xz / nhsic_yz values left to plot after filtering")
+    if seeds == "mean":
+        values = [c for c in ("nhsic_xz", "nhsic_yz", "floor_xz", "floor_yz") if c in df.columns]
+        df = seed_mean(df, values)
+        df["nhsic_xz_std"], df["nhsic_yz_std"] = df["nhsic_xz_seed_std"], df["nhsic_yz_seed_std"]
+    return df
+
+
 def plot_plane(
     layers: pd.DataFrame,
     *,
@@ -371,18 +400,15 @@ def plot_plane(
     ncols = check_int("ncols", ncols, minimum=1)
     check_positive("panel_size", panel_size)
     check_positive("marker_size", marker_size)
-    df = _select(layers, "method", methods, "methods")
-    df = _select(df, "head", heads, "heads")
-    df = _select_layers(df, layers_to_show)
-    df = _select(df, "epoch", epochs, "epochs")
-    df = df.dropna(subset=["nhsic_xz", "nhsic_yz"])
-    if df.empty:
-        raise ValueError("no finite nhsic_xz / nhsic_yz values left to plot after filtering")
-    if seeds == "mean":
-        values = [c for c in ("nhsic_xz", "nhsic_yz", "floor_xz", "floor_yz") if c in df.columns]
-        df = seed_mean(df, values)
-        df["nhsic_xz_std"], df["nhsic_yz_std"] = df["nhsic_xz_seed_std"], df["nhsic_yz_seed_std"]
-        errorbars = True
+    df = plane_table(
+        layers,
+        layers_to_show=layers_to_show,
+        methods=methods,
+        heads=heads,
+        epochs=epochs,
+        seeds=seeds,
+    )
+    errorbars = errorbars or seeds == "mean"
 
     order = _layer_order(df)
     preferred = {"method": METHOD_ORDER, "head": tuple(HEAD_STYLES), "run": ()}[hue_by]
