@@ -173,8 +173,10 @@ def _float64_ready(*xs: Tensor) -> tuple[Tensor, ...]:
 # ----------------------------------------------------------------------------------------------
 def _gram_block_rows(m: int, d: int, device: torch.device) -> int:
     """Rows per block for the symmetric distance matrix: upper blocks only pay off on a CPU with
-    enough work (measured here: 15-35 % less time for d = 3,072 and m >= 256); else one block."""
-    if device.type != "cpu" or m < 256 or m * d < 262_144:
+    enough work (measured here: 15-35 % less time for d = 3,072 and m >= 256), or from m = 1,024
+    at any d, where one block's transposed symmetrization costs more than the matmul (m = 1,024,
+    d = 64: 4.5 ms in one block, 1.5 ms in four); else one block."""
+    if device.type != "cpu" or m < 256 or (m * d < 262_144 and m < 1024):
         return m
     return -(-m // (2 if m < 512 else 4))
 

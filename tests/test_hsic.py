@@ -143,7 +143,7 @@ def test_gram_and_center_match_reference(device, kernel):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("m,d", [(300, 1000), (600, 500), (257, 2000)])
+@pytest.mark.parametrize("m,d", [(300, 1000), (600, 500), (257, 2000), (1030, 16)])
 def test_gaussian_large_inputs_exact_and_symmetric(device, m, d):
     # sizes where the CPU path builds the distance matrix from upper row blocks (uneven ones too)
     x = _randn(m, d, seed=m, device=device)
