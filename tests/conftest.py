@@ -26,3 +26,12 @@ def outcome_config(tmp_path: Path, **overrides: Any) -> TrainConfig:
     trust and method tests: seconds per run, accuracy well above chance)."""
     base = dict(train_size=1024, batch_size=32, lr=2e-3, probe_epochs=())
     return tiny_config(tmp_path, **{**base, **overrides})
+
+
+def sigint_as_default() -> None:
+    """``preexec_fn`` for a child that the test interrupts: SIGINT back to its default, so Python
+    turns it into KeyboardInterrupt even when the suite was started in the background (a shell
+    starts background jobs with SIGINT ignored, and an ignored signal stays ignored across exec)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

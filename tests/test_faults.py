@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import sigint_as_default, tiny_config
 
 from ibstudy.__main__ import main
 from ibstudy.config import TrainConfig
@@ -135,7 +135,7 @@ def test_second_writer_fails_at_once_naming_the_holder(tmp_path):
     first = subprocess.Popen(
         [sys.executable, "-m", "ibstudy", *_train_args(results), "--epochs", "400"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        env={**os.environ, "OMP_NUM_THREADS": "1"}, preexec_fn=sigint_as_default,
     )  # fmt: skip
     try:
         lock = results / "r" / ".lock"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import tiny_config
+from conftest import sigint_as_default, tiny_config
 
 from ibstudy.parallel import RunsFailed, _threads_for, auto_jobs, resolve_jobs, train_runs
 
@@ -101,7 +101,8 @@ def test_ctrl_c_stops_every_worker_and_leaves_each_run_resumable(tmp_path) -> No
 
     runs = tmp_path / "runs"
     proc = subprocess.Popen([sys.executable, "-c", _INTERRUPTED, str(runs)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=sigint_as_default)  # fmt: skip
     deadline = time.time() + 180
     while time.time() < deadline and len(list(runs.glob("*/checkpoint.pt"))) < 2:
         assert proc.poll() is None, proc.communicate()
