@@ -88,7 +88,7 @@ def _train_main(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 130
-    shutdown()  # leave the torchrun group, if any, before exiting
+    shutdown(together=True)  # leave the torchrun group, if any, before exiting
     if run is None:  # a torchrun process other than rank 0: rank 0 reports
         return 0
     last = run.epochs.iloc[-1]

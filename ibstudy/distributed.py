@@ -104,9 +104,14 @@ def setup(identity: dict[str, Any], device_type: str) -> Dist | None:
     return info
 
 
-def shutdown() -> None:
-    """Leave the process group (if joined): a process that exits inside one aborts (gloo)."""
+def shutdown(*, together: bool = False) -> None:
+    """Leave the process group (if joined): a process that exits inside one aborts (gloo).
+    ``together`` (a run that ended on every rank) first waits at a barrier, so no rank tears its
+    connections down while another still works (rank 1 leaving while rank 0 wrote the last files
+    aborted once in a CI run of the test suite)."""
     if dist.is_available() and dist.is_initialized():
+        if together:
+            dist.barrier()
         dist.destroy_process_group()
 
 
