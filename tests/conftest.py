@@ -35,3 +35,23 @@ def sigint_as_default() -> None:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def np_gaussian_gram(x: Any, sigma: float) -> Any:
+    """Reference Gaussian Gram ``exp(-||u - u'||^2 / (2 sigma^2 d))`` in float64 numpy, from the rule."""
+    import numpy as np
+
+    f = np.asarray(x).reshape(len(x), -1).astype(np.float64)
+    d2 = ((f[:, None, :] - f[None, :, :]) ** 2).sum(-1)
+    return np.exp(-d2 / (2.0 * sigma**2 * f.shape[1]))
+
+
+def np_renyi_entropy(k: Any, alpha: float) -> float:
+    """Reference matrix-based Rényi entropy (bits) of ``k / tr(k)``: the definition, with eigenvalues
+    below the rank tolerance n * eps * max|lambda| counted as 0."""
+    import numpy as np
+
+    a = k / np.trace(k)
+    lam = np.linalg.eigvalsh(a)
+    lam = np.where(lam <= a.shape[0] * np.finfo(np.float64).eps * np.abs(lam).max(), 0.0, lam)
+    return float(np.log2(np.sum(lam**alpha)) / (1.0 - alpha))

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import np_gaussian_gram, np_renyi_entropy, tiny_config
 
 from ibstudy import estimators
 from ibstudy.config import MeasureConfig, TrainConfig
@@ -213,19 +213,6 @@ def test_renyi_chunk_values_are_the_direct_forms(alpha):
         assert res["floor_yz"] == pytest.approx(floor_y, rel=1e-12, abs=1e-14)
 
 
-def _np_gram(f: np.ndarray, sigma: float) -> np.ndarray:
-    f = f.reshape(f.shape[0], -1)
-    d2 = ((f[:, None, :] - f[None, :, :]) ** 2).sum(-1)
-    return np.exp(-d2 / (2.0 * sigma**2 * f.shape[1]))
-
-
-def _np_entropy(k: np.ndarray, alpha: float) -> float:
-    a = k / np.trace(k)
-    lam = np.linalg.eigvalsh(a)
-    lam = np.where(lam <= a.shape[0] * np.finfo(np.float64).eps * np.abs(lam).max(), 0.0, lam)
-    return float(np.log2(np.sum(lam**alpha)) / (1.0 - alpha))
-
-
 def test_renyi_plane_agrees_with_a_float64_eigendecomposition_reference():
     """The whole plane (means over chunks) against numpy: Gram sigma * sqrt(d), labels' equality."""
     x, y, z = _data()
@@ -234,11 +221,11 @@ def test_renyi_plane_agrees_with_a_float64_eigendecomposition_reference():
     xz, yz = [], []
     for i in range(3):
         sl = slice(32 * i, 32 * (i + 1))
-        kx, kz = _np_gram(x[sl].numpy(), sigma), _np_gram(z[sl].numpy(), sigma)
+        kx, kz = np_gaussian_gram(x[sl].numpy(), sigma), np_gaussian_gram(z[sl].numpy(), sigma)
         ky = (y[sl].numpy()[:, None] == y[sl].numpy()[None, :]).astype(float)
-        sz = _np_entropy(kz, alpha)
-        xz.append(_np_entropy(kx, alpha) + sz - _np_entropy(kx * kz, alpha))
-        yz.append(_np_entropy(ky, alpha) + sz - _np_entropy(ky * kz, alpha))
+        sz = np_renyi_entropy(kz, alpha)
+        xz.append(np_renyi_entropy(kx, alpha) + sz - np_renyi_entropy(kx * kz, alpha))
+        yz.append(np_renyi_entropy(ky, alpha) + sz - np_renyi_entropy(ky * kz, alpha))
     assert row["nhsic_xz"] == pytest.approx(np.mean(xz), rel=1e-9)
     assert row["nhsic_yz"] == pytest.approx(np.mean(yz), rel=1e-9)
     assert row["nhsic_xz_std"] == pytest.approx(np.std(xz), rel=1e-6, abs=1e-12)

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import np_gaussian_gram, np_renyi_entropy
 
 from ibstudy.hsic import gaussian
 from ibstudy.renyi import (
@@ -30,24 +31,11 @@ def _samples(seed: int = 0, m: int = M, d: int = 5) -> tuple[torch.Tensor, torch
 
 
 # ------------------------------------------------------------------------------------ reference
-def _np_gaussian(x: np.ndarray, sigma: float) -> np.ndarray:
-    """The nHSIC plane's Gaussian Gram exp(-||u - u'||^2 / (2 sigma^2 d)), from the rule."""
-    f = x.reshape(x.shape[0], -1).astype(np.float64)
-    d2 = ((f[:, None, :] - f[None, :, :]) ** 2).sum(-1)
-    return np.exp(-d2 / (2.0 * sigma**2 * f.shape[1]))
-
-
-def _np_entropy(k: np.ndarray, alpha: float) -> float:
-    """The definition; eigenvalues below the rank tolerance n * eps * max|lambda| count as 0."""
-    a = k / np.trace(k)
-    lam = np.linalg.eigvalsh(a)
-    lam = np.where(lam <= a.shape[0] * np.finfo(np.float64).eps * np.abs(lam).max(), 0.0, lam)
-    return float(np.log2(np.sum(lam**alpha)) / (1.0 - alpha))
-
-
 def _np_mi(kx: np.ndarray, kz: np.ndarray, alpha: float) -> float:
     ax, az = kx / np.trace(kx), kz / np.trace(kz)
-    return _np_entropy(ax, alpha) + _np_entropy(az, alpha) - _np_entropy(ax * az, alpha)
+    return (
+        np_renyi_entropy(ax, alpha) + np_renyi_entropy(az, alpha) - np_renyi_entropy(ax * az, alpha)
+    )
 
 
 @pytest.mark.parametrize("alpha", [0.5, DEFAULT_ALPHA, 2.0, 3.0])
@@ -55,17 +43,19 @@ def _np_mi(kx: np.ndarray, kz: np.ndarray, alpha: float) -> float:
 def test_agrees_with_a_float64_numpy_reference(alpha, sigma):
     x, z = _samples(1, m=64, d=7)
     z = z + x  # dependent, so the value is not near zero
-    kx, kz = _np_gaussian(x.numpy(), sigma), _np_gaussian(z.numpy(), sigma)
+    kx, kz = np_gaussian_gram(x.numpy(), sigma), np_gaussian_gram(z.numpy(), sigma)
     expected = _np_mi(kx, kz, alpha)
     assert renyi_mi_from_data(x, z, sigma, alpha) == pytest.approx(expected, rel=1e-9, abs=1e-10)
     assert renyi_entropy(torch.from_numpy(kx), alpha) == pytest.approx(
-        _np_entropy(kx, alpha), rel=1e-10, abs=1e-12
+        np_renyi_entropy(kx, alpha), rel=1e-10, abs=1e-12
     )
     # float32 input: its squared distances come from a float32 matmul (nHSIC's Grams do too), the
     # kernel and eigenvalues are float64: agreement to 1e-6 (a kernel rounded to float32 is ~1e-4 off)
     got32 = renyi_mi_from_data(x.float(), z.float(), sigma, alpha)
     ref32 = _np_mi(
-        _np_gaussian(x.float().numpy(), sigma), _np_gaussian(z.float().numpy(), sigma), alpha
+        np_gaussian_gram(x.float().numpy(), sigma),
+        np_gaussian_gram(z.float().numpy(), sigma),
+        alpha,
     )
     assert got32 == pytest.approx(ref32, rel=1e-6, abs=1e-10)
 
