@@ -14,7 +14,9 @@ Conventions (docs/method.md §3):
   factorization of the symmetric positive definite ``G + eps m I``; ``nHSIC(A;B) = tr(R_A R_B)``,
   which ``nhsic`` reads from the two inverses ``(G + eps m I)^-1`` (on a CPU above ``INVERSE_LEAF``
   by recursive halving with Schur complements: blocked Cholesky steps and matrix products), never
-  forming either R. The inputs are read once by the checks (finite values and magnitude together).
+  forming either R; for a Gaussian kernel it builds ``G + eps m I`` only on and above the
+  diagonal, all that the factorizations read. The inputs are read once by the checks (finite
+  values and magnitude together).
 - Precision: the Gram's matmul runs in the input's floating dtype (float16/bfloat16 and integer inputs
   are promoted to float32); centring, factorization and trace run in float64.
 - Device: the inputs' own (CPU or CUDA). MPS has no float64, so work on MPS tensors (and an
@@ -28,7 +30,7 @@ the paper.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import NamedTuple
 
 import torch
@@ -181,32 +183,68 @@ def _gram_block_rows(m: int, d: int, device: torch.device) -> int:
     return -(-m // (2 if m < 512 else 4))
 
 
-def _scaled_sq_dists(x: Tensor, scale: float = 1.0) -> Tensor:
-    """``scale * ||u_i - u_j||^2`` for the rows of a 2-D float tensor, from norms and matmuls.
+def _sq_dist_rows(x: Tensor, scale: float = 1.0) -> Iterator[tuple[int, Tensor]]:
+    """``(i, block)`` per block of rows: ``scale * ||u_k - u_l||^2`` for rows ``k`` of the block
+    starting at ``i`` and columns ``l >= i`` (clamped at 0, diagonal exactly 0), the leading
+    square block exactly symmetric. Together they hold every entry on and above the diagonal.
 
-    Exactly symmetric: the blocks on and above the diagonal are computed (the diagonal ones
-    symmetrized) and mirrored, which also skips part of the matmul work on a CPU.
+    From norms and matmuls of the mean-shifted rows of a 2-D float tensor (distances are
+    translation invariant; the shift keeps float32 cancellation small); the blocks below the
+    diagonal are never multiplied, which saves part of the matmul work on a CPU.
     """
-    x = x - x.mean(dim=0, keepdim=True)  # translation invariant; keeps float32 cancellation small
+    x = x - x.mean(dim=0, keepdim=True)
     sq = torch.linalg.vector_norm(x, dim=1).square()
     m = x.shape[0]
     b = _gram_block_rows(m, x.shape[1], x.device)
-    out = None if b >= m else torch.empty(m, m, dtype=x.dtype, device=x.device)
     for i in range(0, m, b):
         n = min(b, m - i)
         blk = torch.addmm(sq[i : i + n, None], x[i : i + n], x[i:].T, beta=scale, alpha=-2 * scale)
         blk.add_(sq[None, i:], alpha=scale)
         diag = blk[:, :n]
-        diag = diag + diag.T  # symmetric to the last bit (a matmul need not be)
-        diag.mul_(0.5)
+        diag.copy_((diag + diag.T).mul_(0.5))  # symmetric to the last bit (a matmul need not be)
+        blk = blk.clamp_(min=0.0) if scale > 0 else blk.clamp_(max=0.0)
+        diag.fill_diagonal_(0.0)
+        yield i, blk
+
+
+def _scaled_sq_dists(x: Tensor, scale: float = 1.0) -> Tensor:
+    """``scale * ||u_i - u_j||^2`` for the rows of a 2-D float tensor, exactly symmetric: the
+    blocks of :func:`_sq_dist_rows`, mirrored below the diagonal."""
+    m = x.shape[0]
+    out = None
+    for i, blk in _sq_dist_rows(x, scale):
+        if i == 0 and blk.shape[0] == m:
+            return blk
         if out is None:
-            out = diag
-            break
-        out[i : i + n, i : i + n] = diag
-        out[i : i + n, i + n :] = blk[:, n:]
+            out = torch.empty(m, m, dtype=blk.dtype, device=blk.device)
+        n = blk.shape[0]
+        out[i : i + n, i:] = blk
         out[i + n :, i : i + n] = blk[:, n:].T
-    out = out.clamp_(min=0.0) if scale > 0 else out.clamp_(max=0.0)
-    return out.fill_diagonal_(0.0)
+    assert out is not None
+    return out
+
+
+def _ridged_gaussian_upper(f: Tensor, sigma: float, c: float) -> Tensor:
+    """``H K H + c I`` in float64 for the Gaussian Gram ``K`` of (m, d) features, set only on and
+    above the diagonal (entries below are left unset): what ``_spd_halves`` reads. Saves the
+    mirror copies and a third of the elementwise work of ``center(gaussian(f)) + c I``."""
+    m = f.shape[0]
+    g = torch.empty(m, m, dtype=torch.float64, device=f.device)
+    sums = torch.zeros(m, dtype=torch.float64, device=f.device)  # row sums of the symmetric K
+    blocks = []
+    for i, blk in _sq_dist_rows(f, -1.0 / (2.0 * sigma * sigma * f.shape[1])):
+        n = blk.shape[0]
+        k = g[i : i + n, i:]
+        k.copy_(blk.exp_())
+        sums[i : i + n] += k.sum(dim=1)
+        sums[i + n :] += k[:, n:].sum(dim=0)  # the rows below, from the symmetric entries
+        blocks.append((i, n))
+    means = sums.div_(m)
+    shift = means - means.mean()
+    for i, n in blocks:
+        g[i : i + n, i:].sub_(means[i : i + n, None]).sub_(shift[None, i:])
+    g.diagonal().add_(c)
+    return g
 
 
 def _gaussian_of_features(f: Tensor, sigma: float) -> Tensor:
@@ -449,8 +487,9 @@ class _Halves(NamedTuple):
 
 def _spd_halves(a: Tensor, *, with_factor: bool, dense: bool = True) -> _Halves | None:
     """Factor and invert a symmetric positive definite float64 ``a``, or None when it is not
-    positive definite (no jitter: the caller falls back). Only the upper blocks of ``a`` are read,
-    and ``a`` is scratch space: its lower-right blocks receive Schur complements. ``dense=False``
+    positive definite (no jitter: the caller falls back). Only the entries on and above the
+    diagonal of ``a`` are read (those below may be unset), and ``a`` is scratch space: its
+    lower-right blocks receive Schur complements. ``dense=False``
     leaves the upper-left block of the inverse in blocks (for a trace).
 
     Above ``INVERSE_LEAF`` on a CPU, with ``A = [[A11, A12], [A12^T, A22]]`` and ``A11 = U11^T U11``
@@ -503,9 +542,12 @@ def _ridged_inverse(
     x: Tensor, kernel: str, sigma: float, c: float, magnitude: float | None = None
 ) -> _Halves | None:
     """``(G + c I)^-1`` (float64, in blocks) of a non-constant input, or None when ``G + c I`` is
-    not positive definite even with the jitter of ``_cholesky``."""
+    not positive definite even with the jitter of ``_cholesky``. A Gaussian ``G`` is built only on
+    and above the diagonal, all that the factorizations read."""
 
     def ridged() -> Tensor:
+        if kernel == "gaussian":
+            return _ridged_gaussian_upper(_features(x, magnitude), sigma, c)
         g = center(_gram(x, kernel, sigma, magnitude))
         g.diagonal().add_(c)
         return g

@@ -8,7 +8,7 @@ import torch
 from test_hsic import _pair, _randn, ref_nhsic
 
 from ibstudy import hsic as H
-from ibstudy.hsic import nhsic
+from ibstudy.hsic import center, nhsic
 
 HIDDEN_CASES = [
     (16, (1, 4, 4), "gaussian", "gaussian"),
@@ -105,3 +105,50 @@ def test_huge_float32_inputs_are_computed_in_float64():
     assert value == pytest.approx(nhsic(big.double(), b.float()), rel=1e-12)
     with pytest.raises(ValueError, match="a contains NaN or Inf"):
         nhsic(torch.full((8, 3), float("inf")), b[:8])
+
+
+@pytest.mark.parametrize("leaf", [H.INVERSE_LEAF, 16])
+@pytest.mark.parametrize("m", [300, 1000])
+def test_spd_halves_reads_only_the_entries_on_and_above_the_diagonal(monkeypatch, leaf, m):
+    # nhsic hands the recursion a ridged Gram whose entries below the diagonal are never set
+    monkeypatch.setattr(H, "INVERSE_LEAF", leaf)
+    a = _spd(m, rank=m // 3 + 1, ridge=1e-2, seed=m + 1)
+    poisoned = a.clone()
+    below = torch.ones(m, m, dtype=torch.bool).tril(-1)
+    poisoned[below] = float("nan")
+    full = H._spd_halves(a.clone(), with_factor=False, dense=False)
+    upper = H._spd_halves(poisoned, with_factor=False, dense=False)
+    assert full is not None and upper is not None
+    assert torch.equal(full.dense(), upper.dense())
+    assert H._inner_halves(full, full) == H._inner_halves(upper, upper)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("m,d", [(50, 3), (300, 1000), (257, 2000), (1030, 16)])
+def test_ridged_gaussian_is_the_centred_gram_on_and_above_the_diagonal(m, d, dtype):
+    # one block of rows (50 x 3) and the CPU's upper row blocks, uneven ones too
+    x = _randn(m, d, seed=m, dtype=dtype)
+    c = 1e-5 * m
+    ours = H._ridged_gaussian_upper(x, 5.0, c)
+    ref = center(H.gaussian(x, 5.0))
+    ref.diagonal().add_(c)
+    upper = torch.ones(m, m, dtype=torch.bool).triu()
+    assert ours.dtype == torch.float64
+    torch.testing.assert_close(ours[upper], ref[upper], rtol=0, atol=1e-14)
+
+
+@pytest.mark.parametrize("m,d", [(300, 1000), (1030, 16)])
+def test_nhsic_from_upper_row_blocks_matches_the_float64_reference(m, d):
+    # sizes where the Gaussian Gram comes in upper row blocks and the inverse recurses
+    a = _randn(m, d, seed=m + 2)
+    b = torch.tanh(a @ _randn(d, 5, seed=m + 3) / d**0.5)
+    h = np.eye(m) - 1.0 / m
+
+    def ref_r(x: torch.Tensor, eps: float) -> np.ndarray:
+        k = torch.exp(-torch.cdist(x, x).square() / (2 * x.shape[1])).numpy()  # sigma 1
+        g = h @ k @ h
+        return np.linalg.solve(g + eps * m * np.eye(m), g)
+
+    for eps in (1e-5, 1e-2):
+        ref = float(np.sum(ref_r(a, eps) * ref_r(b, eps).T))
+        assert abs(nhsic(a, b, sigma=1.0, eps=eps) / ref - 1) < 1e-9 and ref > 0.1
