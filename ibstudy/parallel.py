@@ -3,8 +3,8 @@
 Small models use torch's intra-op threads poorly, so two LeNet5 runs with one thread each finish
 sooner than one after the other with two threads each. :func:`train_runs` trains a list of configs
 with ``jobs`` worker processes (``spawn``), each with ``threads`` intra-op threads; complete runs are
-reused, a run locked by another process or failing is reported while the others finish, and Ctrl-C
-stops every worker (each run keeps its completed epochs and resumes). A run's tables depend only on
+reused, a run locked by another process or failing (its worker killed too) is reported while the
+others finish, and Ctrl-C stops every worker (each run keeps its completed epochs and resumes). A run's tables depend only on
 its config and its thread count (docs/method.md §10): the thread count is recorded in the run's
 ``config.json`` and in the findings' provenance, not in its identity.
 
@@ -21,6 +21,7 @@ import sys
 import time
 from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any
 
@@ -183,27 +184,58 @@ class _Log:
         self.say(f"[{done}/{len(configs)}] done  {run_id} ({outcome.seconds:.0f} s)")
 
 
+#: what a run that was training when its pool lost a worker reports
+WORKER_DIED = (
+    "a worker process died (killed, or out of memory) while this run trained; every run training "
+    "at that moment stopped and keeps its completed epochs: run again to resume"
+)
+
+
 def _with_workers(configs: Sequence[TrainConfig], jobs: int, threads: int, log: _Log,
                   trust: bool) -> list[_Outcome]:  # fmt: skip
-    """Every run in ``jobs`` spawned workers, at most ``jobs`` at a time, in order of submission."""
-    ctx = mp.get_context("spawn")  # no fork: torch's thread pools do not survive one
+    """Every run in ``jobs`` spawned workers, at most ``jobs`` at a time, in order of submission. A
+    worker that dies breaks its pool: the runs training then are reported failed, and the runs not
+    yet started go on in a fresh pool."""
     queue = list(enumerate(configs))
-    running: dict[Future[_Outcome], int] = {}
     outcomes: list[_Outcome] = []
+    while queue:
+        queue = _pool_round(configs, queue, jobs, threads, log, trust, outcomes)
+    return outcomes
+
+
+def _pool_round(configs: Sequence[TrainConfig], queue: list[tuple[int, TrainConfig]], jobs: int,
+                threads: int, log: _Log, trust: bool,
+                outcomes: list[_Outcome]) -> list[tuple[int, TrainConfig]]:  # fmt: skip
+    """Runs from ``queue`` in one pool until the queue is done or the pool breaks (a worker died);
+    appends each outcome to ``outcomes`` and returns the runs not started."""
+    ctx = mp.get_context("spawn")  # no fork: torch's thread pools do not survive one
+    running: dict[Future[_Outcome], int] = {}
     pool = ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker, initargs=(threads,))
+    broken = False
     try:
-        while queue or running:
-            while queue and len(running) < jobs:
-                i, cfg = queue.pop(0)
+        while running or (queue and not broken):
+            while queue and not broken and len(running) < jobs:
+                i, cfg = queue[0]
+                try:
+                    future = pool.submit(_train_one, i, cfg.to_dict(), trust)
+                except BrokenProcessPool:
+                    broken = True
+                    break
+                queue.pop(0)
                 log.say(f"[{i + 1}/{len(configs)}] start {cfg.run_id()}")
-                running[pool.submit(_train_one, i, cfg.to_dict(), trust)] = i
+                running[future] = i
+            if not running:
+                break
             finished, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in finished:
                 i = running.pop(future)
                 try:
                     outcome = future.result()
-                except Exception as exc:  # the worker died (out of memory, killed)
-                    outcome = _Outcome(i, None, f"worker died ({type(exc).__name__}: {exc})", 0.0)
+                except BrokenProcessPool:
+                    broken = True
+                    outcome = _Outcome(i, None, WORKER_DIED, 0.0)
+                except Exception as exc:  # the task could not reach or leave its worker
+                    outcome = _Outcome(i, None, f"worker failed ({type(exc).__name__}: {exc})", 0.0)
                 outcomes.append(outcome)
                 log.report(outcome, configs, sum(o.error is None for o in outcomes))
     except KeyboardInterrupt:
@@ -214,7 +246,7 @@ def _with_workers(configs: Sequence[TrainConfig], jobs: int, threads: int, log: 
               file=sys.stderr, flush=True)  # fmt: skip
         raise
     pool.shutdown(wait=True)
-    return outcomes
+    return queue
 
 
 def train_runs(

@@ -129,3 +129,57 @@ def test_ctrl_c_stops_every_worker_and_leaves_each_run_resumable(tmp_path) -> No
         tiny_config(tmp_path, train_size=512, epochs=30, probe_epochs=(), seed=s) for s in (0, 1)
     ]
     assert all(run.complete for run in train_runs(configs, jobs=1, progress=False))
+
+
+_KILLED = """
+import sys
+from ibstudy.config import TrainConfig
+from ibstudy.parallel import train_runs
+
+configs = [
+    TrainConfig.preset("quick", train_size=512, eval_size=256, chunk_size=128, probe_size=256,
+                       epochs=epochs, probe_epochs=(), device="cpu", results_dir=sys.argv[1], seed=s)
+    for s, epochs in ((0, 30), (1, 30), (2, 1))
+]
+train_runs(configs, jobs=2, threads=1)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc")
+def test_a_killed_worker_fails_its_runs_while_the_rest_go_on(tmp_path) -> None:
+    """SIGKILL to one worker (as the out-of-memory killer would) once both runs have a checkpoint:
+    the runs training then are reported, the third run trains in a fresh pool, and a rerun resumes
+    the two to completion."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    runs = tmp_path / "runs"
+    proc = subprocess.Popen([sys.executable, "-c", _KILLED, str(runs)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.time() + 180
+    while time.time() < deadline and len(list(runs.glob("*/checkpoint.pt"))) < 2:
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.5)
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+    workers = [
+        int(pid)
+        for pid in children
+        if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    ]
+    assert len(workers) == 2
+    os.kill(workers[0], signal.SIGKILL)
+    out, err = proc.communicate(timeout=180)
+    assert proc.returncode != 0
+    assert "2 of 3 run(s) did not finish" in err and err.count("a worker process died") >= 2
+    assert "[3/3] start" in out and "[1/3] done" in out  # the third run, in a fresh pool
+    folders = [json.loads(p.read_text()) for p in runs.glob("*/config.json")]
+    done = {f["config"]["seed"]: f["complete"] for f in folders}
+    assert done == {0: False, 1: False, 2: True}
+    configs = [
+        tiny_config(tmp_path, train_size=512, epochs=e, probe_epochs=(), seed=s)
+        for s, e in ((0, 30), (1, 30), (2, 1))
+    ]
+    assert all(run.complete for run in train_runs(configs, jobs=1, progress=False))
