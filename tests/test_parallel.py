@@ -165,9 +165,7 @@ def test_a_killed_worker_fails_its_runs_while_the_rest_go_on(tmp_path) -> None:
         time.sleep(0.5)
     children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
     workers = [
-        int(pid)
-        for pid in children
-        if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        int(pid) for pid in children if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
     ]
     assert len(workers) == 2
     os.kill(workers[0], signal.SIGKILL)
