@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from ibstudy.checks import check_choice, check_int, check_positive
+from ibstudy.pooling import MaxPool2x2
 
 MODELS: tuple[str, ...] = ("lenet5", "resnet18", "resnet34", "resnet50", "vgg8b", "vgg11b")
 #: the nonlinearity after each conv/linear layer (LeNet5 and the VGG family; ResNets: relu only)
@@ -109,9 +110,9 @@ def _lenet5(
         nn.Sequential(
             nn.Conv2d(in_channels, c1, kernel_size=5, padding=pad),
             _act(activation),
-            nn.MaxPool2d(2),
+            MaxPool2x2(),
         ),
-        nn.Sequential(nn.Conv2d(c1, c2, kernel_size=5), _act(activation), nn.MaxPool2d(2)),
+        nn.Sequential(nn.Conv2d(c1, c2, kernel_size=5), _act(activation), MaxPool2x2()),
         nn.Sequential(nn.Flatten(), nn.Linear(c2 * side * side, f1), _act(activation)),
         nn.Sequential(nn.Linear(f1, f2), _act(activation)),
     ]
