@@ -6,8 +6,10 @@ strided window views take 0.16 ms. :class:`MaxPool2x2` computes the maxima that 
 gradient is needed it also forms the flat index of each window's first maximum (in the window's
 row-major order, which is the element ``nn.MaxPool2d`` picks among ties, such as the equal
 activations of a blank background) and hands it to torch's own max-pool backward, so the gradients
-are those of ``nn.MaxPool2d(2)`` to the bit. Other devices, odd sizes and non-contiguous inputs
-use torch's kernel.
+are those of ``nn.MaxPool2d(2)`` to the bit. The one exception is a window holding a NaN: the value
+is NaN as in torch, but its gradient goes to the window's last element, not to the NaN (a run whose
+activations are NaN has diverged and stops). Other devices, odd sizes and non-contiguous inputs use
+torch's kernel.
 """
 
 from __future__ import annotations
