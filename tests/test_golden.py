@@ -25,8 +25,14 @@ from ibstudy.config import TrainConfig
 from ibstudy.store import load_checkpoint
 from ibstudy.training import train
 
-RTOL = 1e-6  # across CPUs: 1-epoch tiny runs stay far inside it
+RTOL = 1e-6  # accuracies (counts of points): equal on every CPU checked
 ATOL = 1e-9  # values that are zero up to rounding
+#: every other value across CPUs: Intel CPUs agree within 1e-6, but MKL's generic path on an AMD
+#: EPYC (2026-12-03) moves the 1-epoch tables by up to 7.7e-4 relative (floor_yz) and the weights by
+#: 5.9e-4; the per-chunk std columns (small differences of nearly equal values) by up to 1e-4
+#: absolute. ``python tests/golden.py --hash`` is the bit-for-bit check on one machine.
+CROSS_CPU_RTOL = 5e-3
+CROSS_CPU_ATOL = 1e-3
 
 #: run ids of representative configs, pinned before the methods became objects
 RUN_IDS: dict[str, tuple[str, dict]] = {
@@ -86,8 +92,9 @@ def _close(actual: pd.DataFrame, expected: pd.DataFrame, label: str) -> None:
         if pd.api.types.is_numeric_dtype(expected[col]) and not pd.api.types.is_bool_dtype(
             expected[col]
         ):
+            rtol, atol = (RTOL, ATOL) if "acc" in col else (CROSS_CPU_RTOL, CROSS_CPU_ATOL)
             np.testing.assert_allclose(
-                a.astype(float), e.astype(float), rtol=RTOL, atol=ATOL, err_msg=f"{label}: {col}"
+                a.astype(float), e.astype(float), rtol=rtol, atol=atol, err_msg=f"{label}: {col}"
             )
         else:
             assert [str(v) for v in a] == [str(v) for v in e], f"{label}: {col}"
@@ -115,7 +122,9 @@ def test_variant_reproduces_its_golden_tables_and_weights(
         got = fingerprint(out[which])
         assert sorted(got) == sorted(weights[which]), f"{name} {which}: state_dict keys moved"
         for key, values in weights[which].items():
-            np.testing.assert_allclose(got[key], values, rtol=RTOL, atol=ATOL, err_msg=key)
+            np.testing.assert_allclose(
+                got[key], values, rtol=CROSS_CPU_RTOL, atol=ATOL, err_msg=key
+            )
 
 
 def test_timing_columns_are_the_only_ones_left_out(golden_tables) -> None:
