@@ -166,3 +166,40 @@ def test_block_features_and_probe_blocks_bad_input() -> None:
         probe_blocks(
             model, x, torch.zeros(3, dtype=torch.long), x, torch.zeros(4, dtype=torch.long), 3
         )
+
+
+def _reference_probe(xtr, ytr, xte, yte, c: int, steps: int, wd: float) -> tuple[float, float]:
+    """The probe's objective minimized in float64 with the feature-major (D, C) weight, by the
+    same L-BFGS: an independent reference for the class-major float32 fit."""
+    xtr, xte = xtr.double(), xte.double()
+    mean, std = xtr.mean(0), xtr.std(0, correction=0)
+    xtr, xte = (xtr - mean) / std, (xte - mean) / std
+    w = (0.01 * torch.randn(xtr.shape[1], c, generator=torch.Generator().manual_seed(0))).double()
+    w.requires_grad_(True)
+    b = torch.zeros(c, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], max_iter=steps, history_size=20, tolerance_grad=1e-12,
+                            tolerance_change=1e-15, line_search_fn="strong_wolfe")  # fmt: skip
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(xtr @ w + b, ytr) + 0.5 * wd * (w * w).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    with torch.no_grad():
+        return (
+            ((xtr @ w + b).argmax(1) == ytr).double().mean().item(),
+            ((xte @ w + b).argmax(1) == yte).double().mean().item(),
+        )
+
+
+def test_the_float32_probe_reaches_the_float64_reference_optimum() -> None:
+    """A strongly convex probe (L2 1e-2) has one optimum: the class-major float32 fit and a
+    float64 feature-major reference classify the same points (one point of slack each)."""
+    x, y = _blobs(1200, 64, 5, sep=2.5, seed=5)  # overlapping: accuracies strictly inside (0, 1)
+    xtr, ytr, xte, yte = _split(x, y)
+    got = fit_probe(xtr, ytr, xte, yte, 5, steps=300, weight_decay=1e-2)
+    want = _reference_probe(xtr, ytr, xte, yte, 5, steps=300, wd=1e-2)
+    assert 0.5 < want[1] < 0.99
+    assert got == pytest.approx(want, abs=1.0 / 600 + 1e-9)
