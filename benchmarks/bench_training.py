@@ -30,6 +30,7 @@ LeNet5 on synthetic CIFAR-shaped images (10,000 by default):
 
     python benchmarks/bench_training.py [--n 10000] [--device auto] [--repeats 3]
     python benchmarks/bench_training.py --only parallel [--preset study] [--seeds 3] [--ceiling]
+        [--record [CSV]]
     python benchmarks/bench_training.py --device cuda --only throughput --n 20000 --repeats 2
 """
 
@@ -328,13 +329,18 @@ def main() -> None:
         help="parallel: also train the runs one at a time with one thread each (the speed-up "
         "that perfect side-by-side scaling would give)",
     )
+    parser.add_argument(
+        "--record", nargs="?", const="docs/benchmarks/parallel.csv", default=None, metavar="CSV",
+        help="parallel: append the wall times to CSV (default docs/benchmarks/parallel.csv), "
+        "which the README's timing block is written from (python -m ibstudy timings --readme)",
+    )  # fmt: skip
     args = parser.parse_args()
     device = pick_device(args.device)
     torch.set_num_threads(torch.get_num_threads())
     print(f"device: {device}  threads: {torch.get_num_threads()}  images: {args.n}")
     with tempfile.TemporaryDirectory() as tmp:
         if args.only == "parallel":
-            parallel_section(args.seeds, args.epochs, tmp, args.preset, args.ceiling)
+            parallel_section(args.seeds, args.epochs, tmp, args.preset, args.ceiling, args.record)
             return
         if args.only == "all":
             overhead_sections(args.n, device, args.repeats, tmp)
@@ -376,13 +382,29 @@ def overhead_sections(n: int, device: torch.device, repeats: int, tmp: str) -> N
 
 
 def parallel_section(
-    seeds: int, epochs: int | None, tmp: str, preset: str = "quick", ceiling: bool = False
+    seeds: int,
+    epochs: int | None,
+    tmp: str,
+    preset: str = "quick",
+    ceiling: bool = False,
+    record: str | None = None,
 ) -> None:
     """Section 8: notebook 02's runs with jobs=1 and jobs=auto, wall time side by side; with
     ``ceiling``, also jobs=1 at one thread, whose time over the cores is what perfect scaling of
-    side-by-side runs would take (the bound on jobs=auto's speed-up)."""
+    side-by-side runs would take (the bound on jobs=auto's speed-up); ``record``: append the wall
+    times to that CSV (ibstudy.timings)."""
     from ibstudy.parallel import available_cores, resolve_jobs, train_runs
     from ibstudy.study import study_config
+    from ibstudy.timings import (
+        PARALLEL_COLUMNS,
+        SETTINGS,
+        TARGET_SPEEDUP,
+        append_rows,
+        now_stamp,
+        parallel_rows,
+    )  # fmt: skip
+
+    stamp = now_stamp()
 
     variants = [{"method": "e2e"}, {"method": "layerwise", "head": "linear"}]
     settings: list[tuple[object, int | None]] = [(1, None), ("auto", None)]
@@ -418,7 +440,18 @@ def parallel_section(
             f"  ceiling: one-thread runs shared perfectly over {cores} cores would be {bound:.2f}x"
         )
     auto = base / rows[1][3]
-    print(f"  [{'PASS' if auto >= 1.4 else 'FAIL'}] jobs=auto at least 1.4x faster than jobs=1")
+    print(f"  [{'PASS' if auto >= TARGET_SPEEDUP else 'FAIL'}] jobs=auto at least "
+          f"{TARGET_SPEEDUP}x faster than jobs=1")  # fmt: skip
+    if record:
+        names = dict(zip([(1, None), ("auto", None), (1, 1)], SETTINGS, strict=True))
+        measured = [
+            (names[(jobs, threads)], n, threads or (torch.get_num_threads() if n == 1 else cores // n),
+             seconds)
+            for jobs, threads, n, seconds in rows
+        ]  # fmt: skip
+        table = parallel_rows(measured, stamp=stamp, preset=preset, epochs=configs[0].epochs,
+                              runs=len(configs))  # fmt: skip
+        print(f"  recorded in {append_rows(record, table, PARALLEL_COLUMNS)}")
 
 
 if __name__ == "__main__":

@@ -1,10 +1,11 @@
-"""Command line: ``python -m ibstudy run | train | measure | sweep | report``.
+"""Command line: ``python -m ibstudy run | train | measure | sweep | report | timings``.
 
 - ``run``: execute notebooks headlessly with papermill (``make study``);
 - ``train``: train one run and record the plane every epoch (every TrainConfig field is an option);
 - ``measure``: re-measure a stored run under another estimator (docs/method.md §10), no retraining;
 - ``sweep``: a grid of training runs (comma lists per option), run one after another or printed;
-- ``report``: results/findings.json and findings.md from notebook 06's tables, and the README's block.
+- ``report``: results/findings.json and findings.md from notebook 06's tables, and the README's block;
+- ``timings``: record ``make study``'s notebook times; the README's timing block (docs/benchmarks/).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from ibstudy.estimators import estimator_names
 from ibstudy.report import add_report_parser
 from ibstudy.run import add_run_parser
 from ibstudy.sweep import add_sweep_parser
+from ibstudy.timings import add_timings_parser
 
 TRUST_HELP = (
     "read a checkpoint.pt of the previous format, which needs unpickling: unpickling can execute "
@@ -153,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     add_measure_parser(sub)
     add_sweep_parser(sub)
     add_report_parser(sub)
+    add_timings_parser(sub)
     args = parser.parse_args(argv)
     return int(args.func(args))
 

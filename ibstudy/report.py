@@ -212,28 +212,31 @@ def regimes_markdown(summary: pd.DataFrame, across: pd.DataFrame | None = None) 
     return "\n".join(lines)
 
 
-def _markers_problem(path: Path) -> str | None:
-    """Why ``path`` cannot take the findings block (missing file or markers), or None."""
+def _markers_problem(path: Path, start_marker: str = START, end_marker: str = END) -> str | None:
+    """Why ``path`` cannot take the block between the two markers (missing file or markers), or
+    None."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         return f"{path} cannot be read ({exc.strerror or exc})"
-    start, end = text.find(START), text.find(END)
+    start, end = text.find(start_marker), text.find(end_marker)
     if start < 0 or end < start:
-        return f"{path} has no findings block: add the lines {START!r} and {END!r} where it belongs"
+        name = start_marker.removeprefix("<!-- ").split(":", 1)[0]
+        return (f"{path} has no {name} block: add the lines {start_marker!r} and {end_marker!r} "
+                "where it belongs")  # fmt: skip
     return None
 
 
-def update_readme(readme: str | Path, block: str) -> Path:
-    """Replace the text between :data:`START` and :data:`END` in ``readme`` with ``block``
-    (atomically); ValueError naming the file when the markers are missing or out of order."""
+def update_readme(readme: str | Path, block: str, *, start: str = START, end: str = END) -> Path:
+    """Replace the text between the ``start`` and ``end`` markers (default: the findings block's)
+    in ``readme`` with ``block`` (atomically); ValueError naming the file when they are missing."""
     path = Path(readme)
-    problem = _markers_problem(path)
+    problem = _markers_problem(path, start, end)
     if problem:
         raise ValueError(problem)
     text = path.read_text(encoding="utf-8")
-    start, end = text.find(START), text.find(END)
-    new = text[: start + len(START)] + "\n" + block.rstrip() + "\n" + text[end:]
+    i, j = text.find(start), text.find(end)
+    new = text[: i + len(start)] + "\n" + block.rstrip() + "\n" + text[j:]
     return atomic_write_text(path, new)
 
 
