@@ -285,13 +285,13 @@ def timings_markdown(parallel: pd.DataFrame | None, study: pd.DataFrame | None,
             "|---|---|---|---:|---|---:|---:|---:|---|---|---:|",
         ]
         for r in summary.itertuples():
-            bound = ("not recorded" if pd.isna(r.bound_min)
-                     else f"{r.bound_min:.2f}-{r.bound_max:.2f}x")  # fmt: skip
+            bound = "not recorded" if pd.isna(r.bound_min) else _span(r.bound_min, r.bound_max, "x")
+            spread = "" if r.repeats == 1 else f" ({r.speedup_min:.2f}-{r.speedup_max:.2f})"
             lines.append(
                 f"| {r.day}{_mark(r.source, notes)} | {_short(r.commit)} | {r.cpu} | {r.cores} | "
                 f"{r.preset}, {r.epochs} | "
                 f"{r.repeats} | {_span(r.one_min, r.one_max)} | {_span(r.auto_min, r.auto_max)} | "
-                f"{r.speedup_median:.2f}x ({r.speedup_min:.2f}-{r.speedup_max:.2f}) | {bound} | "
+                f"{r.speedup_median:.2f}x{spread} | {bound} | "
                 f"{r.reach_target} of {r.repeats} |"
             )
     if notes:
@@ -299,8 +299,12 @@ def timings_markdown(parallel: pd.DataFrame | None, study: pd.DataFrame | None,
     return "\n".join(lines) if lines else "No timing has been recorded yet."
 
 
-def _span(low: float, high: float) -> str:
-    return f"{low:.1f}" if round(low, 1) == round(high, 1) else f"{low:.1f}-{high:.1f}"
+def _span(low: float, high: float, unit: str = "") -> str:
+    """``"68.3-68.8"``, or one number when both round alike (``unit="x"``: two decimals, "x")."""
+    digits = 2 if unit else 1
+    if round(low, digits) == round(high, digits):
+        return f"{low:.{digits}f}{unit}"
+    return f"{low:.{digits}f}-{high:.{digits}f}{unit}"
 
 
 def read_tables(folder: str | Path = BENCH_DIR) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
