@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import platform
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any
 import pandas as pd
 
 from ibstudy.provenance import UNKNOWN, git_commit
+from ibstudy.store import atomic_write_text
 
 __all__ = [
     "BENCH_DIR", "END", "PARALLEL_COLUMNS", "PARALLEL_CSV", "SETTINGS", "START", "STUDY_COLUMNS",
@@ -111,15 +111,7 @@ def append_rows(
             raise ValueError(f"{target} has the columns {list(old.columns)}, not {list(columns)}")
         new = pd.concat([old, new[list(columns)]], ignore_index=True)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            new[list(columns)].to_csv(handle, index=False)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+    return atomic_write_text(target, new[list(columns)].to_csv(index=False))
 
 
 def notebook_times(folder: str | Path) -> pd.DataFrame:
