@@ -27,10 +27,15 @@ LeNet5 on synthetic CIFAR-shaped images (10,000 by default):
    quick preset, mnist5k) trained one at a time (``jobs=1``, torch's default threads) and side by
    side (``jobs=auto``: one run per core for LeNet5), each from an empty results folder: wall time
    and the speed-up (target >= 1.4x on 2 cores).
+9. re-measurement side by side (``--only measure``): notebook 07's estimator suite over notebook 02's
+   runs at every stored epoch, from empty caches, in this process (``jobs=1``) and in workers
+   (``jobs=auto``, ``ibstudy.study.measure_suite``): wall time and the speed-up (no target; notebook
+   07 spends most of its time here).
 
     python benchmarks/bench_training.py [--n 10000] [--device auto] [--repeats 3]
     python benchmarks/bench_training.py --only parallel [--preset study] [--seeds 3] [--ceiling]
         [--record [CSV]]
+    python benchmarks/bench_training.py --only measure [--preset study] [--seeds 3]
     python benchmarks/bench_training.py --device cuda --only throughput --n 20000 --repeats 2
 """
 
@@ -38,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import statistics
 import tempfile
 import time
@@ -300,7 +306,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="epochs timed per variant (median)")
     parser.add_argument(
         "--only",
-        choices=["all", "throughput", "parallel"],
+        choices=["all", "throughput", "parallel", "measure"],
         default="all",
         help="throughput: section 7 alone (it runs by default on CUDA only)",
     )
@@ -341,6 +347,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         if args.only == "parallel":
             parallel_section(args.seeds, args.epochs, tmp, args.preset, args.ceiling, args.record)
+            return
+        if args.only == "measure":
+            measure_section(args.seeds, args.epochs, tmp, args.preset)
             return
         if args.only == "all":
             overhead_sections(args.n, device, args.repeats, tmp)
@@ -452,6 +461,47 @@ def parallel_section(
         table = parallel_rows(measured, stamp=stamp, preset=preset, epochs=configs[0].epochs,
                               runs=len(configs))  # fmt: skip
         print(f"  recorded in {append_rows(record, table, PARALLEL_COLUMNS)}")
+
+
+def measure_section(seeds: int, epochs: int | None, tmp: str, preset: str = "quick") -> None:
+    """Section 9: notebook 07's estimator suite over notebook 02's runs (every stored epoch),
+    re-measured from empty caches with jobs=1 (this process) and jobs=auto, side by side."""
+    import shutil
+    from pathlib import Path
+
+    from ibstudy.parallel import available_cores, resolve_jobs, train_runs
+    from ibstudy.robustness import estimator_suite
+    from ibstudy.store import Run
+    from ibstudy.study import measure_suite, study_config
+
+    variants = [{"method": "e2e"}, {"method": "layerwise", "head": "linear"}]
+    extra = {} if epochs is None else {"epochs": epochs}
+    configs = [
+        study_config(preset, results_dir=f"{tmp}/runs", seed=s, device="cpu", **extra, **v)
+        for v in variants
+        for s in range(seeds)
+    ]
+    runs = train_runs(configs, jobs="auto", progress=False)
+    suite = estimator_suite(configs[0].eval_size, configs[0].chunk_size, floor_perms=5)
+    # warm-up: this process's first measurement pays one-time costs (data, kernels)
+    warm = dataclasses.replace(next(iter(suite.values())), eps=1e-3)
+    measure_suite(runs[:1], {"warm": warm}, [0], jobs=1)
+    rows = []
+    for jobs in (1, "auto"):
+        folder = Path(tmp) / f"measure-{jobs}"
+        shutil.copytree(runs[0].path.parent, folder)
+        for cache in folder.glob("*/measures"):
+            shutil.rmtree(cache)
+        copies = [Run.load(folder / run.path.name) for run in runs]
+        start = time.perf_counter()
+        measure_suite(copies, suite, jobs=jobs)
+        rows.append((jobs, resolve_jobs(jobs, configs), time.perf_counter() - start))
+    pairs, stored = len(runs) * len(suite), len(runs[0].stored_epochs())
+    print(f"\n9. re-measurement: {len(suite)} estimators x {len(runs)} runs = {pairs} pairs, "
+          f"{stored} epochs each ({preset} preset), {available_cores()} cores")  # fmt: skip
+    print(f"{'jobs':>6} {'workers':>8} {'wall s':>8} {'speed-up':>9}")
+    for jobs, n, seconds in rows:
+        print(f"{jobs!s:>6} {n:>8} {seconds:>8.1f} {rows[0][2] / seconds:>8.2f}x")
 
 
 if __name__ == "__main__":

@@ -19,16 +19,17 @@ from typing import Any
 import pandas as pd
 import torch
 from torch import Tensor, nn
-from tqdm import tqdm
 
 from ibstudy.checks import check_int_list
 from ibstudy.config import MeasureConfig
 from ibstudy.estimators.plane import Plane
+from ibstudy.progress import progress as progress_bar
 from ibstudy.store import Run, atomic_write_text
 from ibstudy.tables import MEASURE_COLUMNS, PLANE_COLUMNS
 
 __all__ = [
     "MeasureConfig", "PlaneRecorder", "cache_path", "evaluating", "measure", "measure_columns",
+    "missing_epochs",
 ]  # fmt: skip
 
 
@@ -162,6 +163,31 @@ def _ranges(values: Sequence[int]) -> str:
     return ", ".join(parts)
 
 
+def _plan(
+    run: Run, mcfg: MeasureConfig | None, epochs: Iterable[int] | None
+) -> tuple[MeasureConfig, list[int], pd.DataFrame, list[int]]:
+    """(the settings, the wanted epochs, the cached table, the wanted epochs it lacks) for
+    :func:`measure`; ValueError for bad settings or epochs without stored weights."""
+    mcfg = run.config.measure_config() if mcfg is None else mcfg
+    if not isinstance(mcfg, MeasureConfig):
+        raise ValueError(f"mcfg must be a MeasureConfig or None, got {type(mcfg).__name__}")
+    mcfg.validate(run.config.dataset)
+    wanted = _check_epochs(run, epochs)
+    path, columns = cache_path(run, mcfg), measure_columns(mcfg)
+    cached = pd.read_csv(path) if path.exists() else pd.DataFrame(columns=columns)
+    cached = cached.reindex(columns=columns)  # caches of older formats lack ``step``
+    todo = [e for e in wanted if e not in set(cached["epoch"].astype(int))]
+    return mcfg, wanted, cached, todo
+
+
+def missing_epochs(
+    run: Run, mcfg: MeasureConfig | None = None, epochs: Iterable[int] | None = None
+) -> list[int]:
+    """The epochs of ``epochs`` (None: every stored one) that :func:`measure` would still have to
+    measure for ``run`` under ``mcfg`` (not in its cache); ValueError as :func:`measure`'s."""
+    return _plan(run, mcfg, epochs)[3]
+
+
 def measure(
     run: Run | str | os.PathLike[str],
     mcfg: MeasureConfig | None = None,
@@ -184,17 +210,9 @@ def measure(
     if not isinstance(run, Run):
         run = Run.load(run, trust=trust)
     cfg = run.config
-    mcfg = cfg.measure_config() if mcfg is None else mcfg
-    if not isinstance(mcfg, MeasureConfig):
-        raise ValueError(f"mcfg must be a MeasureConfig or None, got {type(mcfg).__name__}")
-    mcfg.validate(cfg.dataset)
-    wanted = _check_epochs(run, epochs)
-    path = cache_path(run, mcfg)
-    columns = measure_columns(mcfg)
-    cached = pd.read_csv(path) if path.exists() else pd.DataFrame(columns=columns)
-    cached = cached.reindex(columns=columns)  # caches of older formats lack ``step``
+    mcfg, wanted, cached, todo = _plan(run, mcfg, epochs)
+    path, columns = cache_path(run, mcfg), measure_columns(mcfg)
     steps = dict(zip(run.epochs["epoch"].astype(float), run.epochs["step"], strict=True))
-    todo = [e for e in wanted if e not in set(cached["epoch"].astype(int))]
     if todo:
         from ibstudy.data import INFO, eval_subset, load_dataset
         from ibstudy.device import pick_device
@@ -209,7 +227,8 @@ def measure(
         }  # fmt: skip
         settings = mcfg.columns()
         frames = []
-        for epoch in tqdm(todo, desc=f"measure {mcfg.measure_id()}", disable=not progress):
+        desc = f"measure {cfg.run_id()} under {mcfg.measure_id()}"
+        for epoch in progress_bar(todo, desc=desc, enabled=progress, leave=False):
             model = run.load_model(epoch, map_location=str(dev)).to(dev)
             table = recorder.measure(model)
             step = steps.get(float(epoch), math.nan)

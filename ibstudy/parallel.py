@@ -4,9 +4,13 @@ Small models use torch's intra-op threads poorly, so two LeNet5 runs with one th
 sooner than one after the other with two threads each. :func:`train_runs` trains a list of configs
 with ``jobs`` worker processes (``spawn``), each with ``threads`` intra-op threads; complete runs are
 reused, a run locked by another process or failing (its worker killed too) is reported while the
-others finish, and Ctrl-C stops every worker (each run keeps its completed epochs and resumes). A run's tables depend only on
-its config and its thread count (docs/method.md §10): the thread count is recorded in the run's
-``config.json`` and in the findings' provenance, not in its identity.
+others finish, and Ctrl-C stops every worker (each run keeps its completed epochs and resumes). A
+run's tables depend only on its config and its thread count (docs/method.md §13): the thread count
+is recorded in the run's ``config.json`` and in the findings' provenance, not in its identity.
+
+Runs already stored complete are reused in the calling process, so a notebook whose runs all
+exist starts no worker. :func:`measure_in_workers` re-measures stored runs under other estimator
+settings the same way, one (run, settings) pair per task, into the runs' measurement caches.
 
 ``jobs="auto"`` (:func:`auto_jobs`): one run per core for models under ``SMALL_MODEL_PARAMS``
 parameters (LeNet5, the thin ResNets and VGGs of the study), else one run per
@@ -19,10 +23,11 @@ import multiprocessing as mp
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from ibstudy.config import TrainConfig
@@ -30,7 +35,7 @@ from ibstudy.store import Run
 
 __all__ = [
     "JOBS_ENV", "LARGE_RUN_THREADS", "SMALL_MODEL_PARAMS", "RunsFailed", "auto_jobs",
-    "available_cores", "resolve_jobs", "train_runs",
+    "available_cores", "measure_in_workers", "resolve_jobs", "train_runs",
 ]  # fmt: skip
 
 #: [ours] models below this many parameters train one run per core under ``jobs="auto"``
@@ -129,6 +134,15 @@ def _init_worker(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
+def _outcome_of(index: int, path: str, start: float, exc: Exception | None) -> _Outcome:
+    """A task's outcome; a known error (bad input, files, divergence) as its message, others typed."""
+    if exc is None:
+        return _Outcome(index, path, None, time.perf_counter() - start)
+    known = isinstance(exc, ValueError | OSError) or type(exc).__name__ == "TrainingDiverged"
+    text = str(exc) if known else f"{type(exc).__name__}: {exc}"
+    return _Outcome(index, None, text, time.perf_counter() - start)
+
+
 def _train_one(index: int, config: dict[str, Any], trust: bool, bar: bool = False) -> _Outcome:
     """Train (or reuse) one run (``bar``: with its progress bar); errors come back as text."""
     from ibstudy.training import train
@@ -138,10 +152,28 @@ def _train_one(index: int, config: dict[str, Any], trust: bool, bar: bool = Fals
     try:
         run = train(cfg, resume=True, progress=bar, trust=trust)
     except Exception as exc:  # reported by the parent with the run's id; the others go on
-        known = isinstance(exc, ValueError | OSError) or type(exc).__name__ == "TrainingDiverged"
-        text = str(exc) if known else f"{type(exc).__name__}: {exc}"
-        return _Outcome(index, None, text, time.perf_counter() - start)
-    return _Outcome(index, str(run.path), None, time.perf_counter() - start)
+        return _outcome_of(index, "", start, exc)
+    return _outcome_of(index, str(run.path), start, None)
+
+
+def _stored_one(index: int, cfg: TrainConfig, trust: bool) -> _Outcome | None:
+    """The outcome of reusing ``cfg``'s stored complete run here, in the parent (no worker needed),
+    or None when its folder is not marked complete or the run must still train."""
+    from ibstudy.store import read_meta
+    from ibstudy.training import stored_run
+
+    path = cfg.run_dir()
+    try:
+        if not read_meta(path).get("complete", False):
+            return None
+    except (OSError, ValueError):  # no folder or no readable config.json: the worker decides
+        return None
+    start = time.perf_counter()
+    try:
+        run = stored_run(cfg, trust=trust)
+    except Exception as exc:  # another config's folder, locked by another process, damaged
+        return _outcome_of(index, "", start, exc)
+    return None if run is None else _outcome_of(index, str(run.path), start, None)
 
 
 def _in_process(configs: Sequence[TrainConfig], threads: int | None, log: _Log,
@@ -175,39 +207,52 @@ class _Log:
         if self.progress:
             print(self.label + line, flush=True)
 
-    def report(self, outcome: _Outcome, configs: Sequence[TrainConfig], done: int) -> None:
+    def report(self, outcome: _Outcome, configs: Sequence[TrainConfig], done: int,
+               stored: bool = False) -> None:  # fmt: skip
         """One line at a run's end (its error on stderr, always)."""
         run_id = configs[outcome.index].run_id()
         if outcome.error is not None:
             print(f"{self.label}run {run_id} failed: {outcome.error}", file=sys.stderr, flush=True)
             return
-        self.say(f"[{done}/{len(configs)}] done  {run_id} ({outcome.seconds:.0f} s)")
+        how = "stored" if stored else f"{outcome.seconds:.0f} s"
+        self.say(f"[{done}/{len(configs)}] done  {run_id} ({how})")
 
 
-#: what a run that was training when its pool lost a worker reports
+#: what a task that was running when its pool lost a worker reports
 WORKER_DIED = (
-    "a worker process died (killed, or out of memory) while this run trained; every run training "
-    "at that moment stopped and keeps its completed epochs: run again to resume"
+    "a worker process died (killed, or out of memory) while this run trained or was measured; "
+    "every run training at that moment stopped and keeps its completed epochs (finished "
+    "measurements stay cached): run again to resume"
 )
 
 
-def _with_workers(configs: Sequence[TrainConfig], jobs: int, threads: int, log: _Log,
-                  trust: bool) -> list[_Outcome]:  # fmt: skip
-    """Every run in ``jobs`` spawned workers, at most ``jobs`` at a time, in order of submission. A
-    worker that dies breaks its pool: the runs training then are reported failed, and the runs not
-    yet started go on in a fresh pool."""
-    queue = list(enumerate(configs))
-    outcomes: list[_Outcome] = []
+def _in_workers(
+    task: Callable[..., _Outcome],
+    args: Sequence[tuple[Any, ...]],
+    order: Sequence[int],
+    jobs: int,
+    threads: int,
+    on_start: Callable[[int], None] = lambda i: None,
+) -> Iterator[_Outcome]:
+    """``task(*args[i])`` for every ``i`` of ``order`` in ``jobs`` spawned workers of ``threads``
+    intra-op threads, at most ``jobs`` at a time, in order; yields each outcome as it finishes. A
+    worker that dies breaks its pool: the tasks running then come back failed (:data:`WORKER_DIED`)
+    and the tasks not yet started go on in a fresh pool. Ctrl-C stops every worker."""
+    queue = list(order)
     while queue:
-        queue = _pool_round(configs, queue, jobs, threads, log, trust, outcomes)
-    return outcomes
+        queue = yield from _pool_round(task, args, queue, jobs, threads, on_start)
 
 
-def _pool_round(configs: Sequence[TrainConfig], queue: list[tuple[int, TrainConfig]], jobs: int,
-                threads: int, log: _Log, trust: bool,
-                outcomes: list[_Outcome]) -> list[tuple[int, TrainConfig]]:  # fmt: skip
-    """Runs from ``queue`` in one pool until the queue is done or the pool breaks (a worker died);
-    appends each outcome to ``outcomes`` and returns the runs not started."""
+def _pool_round(
+    task: Callable[..., _Outcome],
+    args: Sequence[tuple[Any, ...]],
+    queue: list[int],
+    jobs: int,
+    threads: int,
+    on_start: Callable[[int], None],
+) -> Generator[_Outcome, None, list[int]]:
+    """Tasks from ``queue`` in one pool until the queue is done or the pool breaks (a worker died);
+    yields each outcome and returns the tasks not started."""
     ctx = mp.get_context("spawn")  # no fork: torch's thread pools do not survive one
     running: dict[Future[_Outcome], int] = {}
     pool = ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker, initargs=(threads,))
@@ -215,14 +260,14 @@ def _pool_round(configs: Sequence[TrainConfig], queue: list[tuple[int, TrainConf
     try:
         while running or (queue and not broken):
             while queue and not broken and len(running) < jobs:
-                i, cfg = queue[0]
+                i = queue[0]
                 try:
-                    future = pool.submit(_train_one, i, cfg.to_dict(), trust)
+                    future = pool.submit(task, *args[i])
                 except BrokenProcessPool:
                     broken = True
                     break
                 queue.pop(0)
-                log.say(f"[{i + 1}/{len(configs)}] start {cfg.run_id()}")
+                on_start(i)
                 running[future] = i
             if not running:
                 break
@@ -236,8 +281,7 @@ def _pool_round(configs: Sequence[TrainConfig], queue: list[tuple[int, TrainConf
                     outcome = _Outcome(i, None, WORKER_DIED, 0.0)
                 except Exception as exc:  # the task could not reach or leave its worker
                     outcome = _Outcome(i, None, f"worker failed ({type(exc).__name__}: {exc})", 0.0)
-                outcomes.append(outcome)
-                log.report(outcome, configs, sum(o.error is None for o in outcomes))
+                yield outcome
     except KeyboardInterrupt:
         for proc in list(getattr(pool, "_processes", {}).values()):
             proc.terminate()  # each run keeps its last checkpoint and resumes
@@ -247,6 +291,21 @@ def _pool_round(configs: Sequence[TrainConfig], queue: list[tuple[int, TrainConf
         raise
     pool.shutdown(wait=True)
     return queue
+
+
+def _say_start(log: _Log, configs: Sequence[TrainConfig], i: int) -> None:
+    log.say(f"[{i + 1}/{len(configs)}] start {configs[i].run_id()}")
+
+
+def _reuse_stored(configs: Sequence[TrainConfig], log: _Log, trust: bool) -> list[_Outcome]:
+    """Every config whose run is stored complete, reused here (starting no worker for it)."""
+    outcomes: list[_Outcome] = []
+    for i, cfg in enumerate(configs):
+        outcome = _stored_one(i, cfg, trust)
+        if outcome is not None:
+            outcomes.append(outcome)
+            log.report(outcome, configs, sum(o.error is None for o in outcomes), stored=True)
+    return outcomes
 
 
 def train_runs(
@@ -273,8 +332,18 @@ def train_runs(
     cores = available_cores()
     per = _threads_for(n, threads, cores)
     if n > 1:
-        log.say(f"{len(configs)} runs, {n} at a time, {per} thread(s) each")
-        outcomes = _with_workers(configs, n, per, log, trust)
+        outcomes = _reuse_stored(configs, log, trust)
+        reused = {o.index for o in outcomes}
+        todo = [i for i in range(len(configs)) if i not in reused]
+        if todo:
+            workers = min(n, len(todo))
+            stored = f" ({len(reused)} stored)" if reused else ""
+            log.say(f"{len(configs)} runs{stored}, {workers} at a time, {per} thread(s) each")
+            args = [(i, cfg.to_dict(), trust) for i, cfg in enumerate(configs)]
+            starts = partial(_say_start, log, configs)
+            for outcome in _in_workers(_train_one, args, todo, workers, per, starts):
+                outcomes.append(outcome)
+                log.report(outcome, configs, sum(o.error is None for o in outcomes))
     else:
         outcomes = _in_process(configs, threads, log, trust)
     by_index = {o.index: o for o in outcomes}
@@ -283,3 +352,64 @@ def train_runs(
         raise RunsFailed(f"{len(failed)} of {len(configs)} run(s) did not finish (the others are "
                          "stored): " + "; ".join(failed))  # fmt: skip
     return [Run.load(by_index[i].path) if by_index[i].path else None for i in range(len(configs))]
+
+
+def _measure_one(index: int, path: str, mcfg: Any, epochs: list[int] | None,
+                 trust: bool) -> _Outcome:  # fmt: skip
+    """Measure one stored run under ``mcfg`` into its cache (ibstudy.measure.measure)."""
+    from ibstudy.measure import measure
+
+    start = time.perf_counter()
+    try:
+        measure(path, mcfg, epochs, trust=trust)
+    except Exception as exc:  # reported by the parent with the run's id and settings
+        return _outcome_of(index, "", start, exc)
+    return _outcome_of(index, path, start, None)
+
+
+def measure_in_workers(
+    pairs: Sequence[tuple[Run, Any]],
+    epochs: Sequence[int] | None = None,
+    *,
+    jobs: Any = None,
+    threads: int | None = None,
+    progress: bool = True,
+    trust: bool = False,
+) -> int:
+    """Fill the measurement caches of ``pairs`` (a stored run, its :class:`MeasureConfig` or None
+    for its own) that lack ``epochs`` (None: every stored one), ``jobs`` at a time in worker
+    processes (resolved as for training, over the pairs' runs; None: ``IBSTUDY_JOBS``, else auto).
+    Returns how many pairs were measured; with one job it measures nothing and returns 0 (the
+    caller measures in its own process). Bad settings or epochs raise ValueError before any work;
+    failed measurements raise :class:`RunsFailed` once the others are cached."""
+    from ibstudy.measure import cache_path, missing_epochs
+    from ibstudy.progress import progress as progress_bar
+
+    pairs = list(pairs)
+    if not pairs:
+        return 0
+    n = resolve_jobs(jobs, [run.config for run, _ in pairs])
+    per = _threads_for(n, threads, available_cores())
+    wanted = None if epochs is None else list(epochs)
+    todo: dict[Any, tuple[Run, Any]] = {}
+    for run, mcfg in pairs:  # every pair validated here, before any work
+        settings = run.config.measure_config() if mcfg is None else mcfg
+        if missing_epochs(run, settings, wanted):
+            todo.setdefault(cache_path(run, settings), (run, settings))
+    if n == 1 or not todo:
+        return 0
+    tasks = list(todo.values())
+    labels = [f"{run.config.run_id()} under {mcfg.measure_id()}" for run, mcfg in tasks]
+    args = [(i, str(run.path), mcfg, wanted, trust) for i, (run, mcfg) in enumerate(tasks)]
+    workers = min(n, len(tasks))
+    desc = f"measure {len(tasks)} run x settings, {workers} at a time, {per} thread(s) each"
+    failed = []
+    outcomes = _in_workers(_measure_one, args, range(len(tasks)), workers, per)
+    for outcome in progress_bar(outcomes, desc=desc, enabled=progress, total=len(tasks)):
+        if outcome.error is not None:
+            failed.append(f"{labels[outcome.index]}: {outcome.error}")
+            print(f"measurement of {failed[-1]} failed", file=sys.stderr, flush=True)
+    if failed:
+        raise RunsFailed(f"{len(failed)} of {len(tasks)} measurement(s) failed (the others are "
+                         "cached): " + "; ".join(failed))  # fmt: skip
+    return len(tasks)

@@ -26,7 +26,7 @@ from ibstudy.estimators import REGISTRY
 from ibstudy.estimators.plane import Plane
 from ibstudy.measure import evaluating
 from ibstudy.store import Run
-from ibstudy.study import measure_runs
+from ibstudy.study import measure_suite
 from ibstudy.tables import MEASURE_COLUMNS, check_table
 
 __all__ = [
@@ -297,11 +297,13 @@ def estimator_sensitivity(
     reference: str = "reference",
     stability: bool = False,
     progress: bool = False,
+    jobs: int | str | None = None,
 ) -> pd.DataFrame:
     """The plane's claims under every setting (:func:`sensitivity_settings`), re-measured from the
     runs' stored weights at :func:`claim_epochs` of the epochs all runs stored (a setting measured
-    before is read from its cache); :func:`claims_by_estimator` with ``reference``, so each row says
-    whether its verdict differs from the reference's. Nothing is trained."""
+    before is read from its cache; the others ``jobs`` at a time, :func:`ibstudy.study.measure_suite`);
+    :func:`claims_by_estimator` with ``reference``, so each row says whether its verdict differs
+    from the reference's. Nothing is trained."""
     runs = list(runs)
     if not runs or not all(isinstance(r, Run) for r in runs):
         raise ValueError("runs must be a non-empty list of stored Runs")
@@ -317,10 +319,7 @@ def estimator_sensitivity(
     if not stored:
         raise ValueError("the runs share no epoch with stored weights: nothing to re-measure")
     wanted = claim_epochs(stored)
-    tables = {
-        label: measure_runs(runs, mcfg, wanted, progress=progress)
-        for label, mcfg in settings.items()
-    }
+    tables = measure_suite(runs, settings, wanted, progress=progress, jobs=jobs)
     return claims_by_estimator(tables, epochs, stability=stability, reference=reference)
 
 

@@ -37,6 +37,7 @@ __all__ = [
     "critique_seeds",
     "intervention_variants",
     "measure_runs",
+    "measure_suite",
     "notebook_epochs",
     "notebook_params",
     "notebook_seeds",
@@ -101,15 +102,39 @@ def measure_runs(
     epochs: Iterable[int] | None = None,
     *,
     progress: bool = False,
+    jobs: int | str | None = None,
 ) -> pd.DataFrame:
-    """The runs' measurement tables under ``mcfg`` (None: each run's own), concatenated (cached)."""
+    """The runs' measurement tables under ``mcfg`` (None: each run's own), concatenated (cached);
+    ``jobs`` measures the uncached runs side by side first (:func:`measure_suite`)."""
+    return measure_suite(runs, {"": mcfg}, epochs, progress=progress, jobs=jobs)[""]
+
+
+def measure_suite(
+    runs: Iterable[Run],
+    settings: Mapping[str, MeasureConfig | None],
+    epochs: Iterable[int] | None = None,
+    *,
+    progress: bool = False,
+    jobs: int | str | None = None,
+) -> dict[str, pd.DataFrame]:
+    """:func:`measure_runs` under every labelled settings: the (run, settings) pairs not yet cached
+    are first measured in ``jobs`` worker processes at once (None: ``IBSTUDY_JOBS``, else auto;
+    :func:`ibstudy.parallel.measure_in_workers`), then every table is read here from its cache."""
     from ibstudy.measure import measure
+    from ibstudy.parallel import measure_in_workers
 
     runs = list(runs)
     if not runs:
         raise ValueError("runs must hold at least one Run")
     wanted = None if epochs is None else list(epochs)
-    return pd.concat([measure(r, mcfg, wanted, progress=progress) for r in runs], ignore_index=True)
+    pairs = [(r, mcfg) for mcfg in settings.values() for r in runs]
+    measure_in_workers(pairs, wanted, jobs=jobs, progress=progress)
+    return {
+        label: pd.concat(
+            [measure(r, mcfg, wanted, progress=progress) for r in runs], ignore_index=True
+        )
+        for label, mcfg in settings.items()
+    }
 
 
 def scale_label(cfg: TrainConfig, preset: str) -> str:

@@ -407,6 +407,18 @@ def train(
     return Run.load(path)
 
 
+def stored_run(cfg: TrainConfig, *, trust: bool = False) -> Run | None:
+    """``cfg``'s stored complete run as ``train(cfg, resume=True)`` would return it (repaired tables
+    written back), or None when it must still train; trains nothing. Errors as :func:`train`'s."""
+    cfg.validate()
+    path = cfg.run_dir()
+    if not (path / "config.json").exists():
+        return None
+    with run_lock(path):
+        _, done, _ = prepare(cfg, path, True, False, trust)
+    return done
+
+
 def _run_epochs(
     trainer: Trainer, state: dict[str, Any] | None, stop_after: int | None, progress: bool
 ) -> None:
@@ -470,5 +482,6 @@ def _train_distributed(
 
 
 __all__ = [
-    "OPTIMIZERS", "PRESETS", "Run", "TrainConfig", "Trainer", "TrainingDiverged", "train",
+    "OPTIMIZERS", "PRESETS", "Run", "TrainConfig", "Trainer", "TrainingDiverged", "stored_run",
+    "train",
 ]  # fmt: skip

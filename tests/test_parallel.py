@@ -181,3 +181,59 @@ def test_a_killed_worker_fails_its_runs_while_the_rest_go_on(tmp_path) -> None:
         for s, e in ((0, 30), (1, 30), (2, 1))
     ]
     assert all(run.complete for run in train_runs(configs, jobs=1, progress=False))
+
+
+def test_stored_runs_are_reused_without_starting_a_worker(tmp_path, monkeypatch, capsys) -> None:
+    """jobs=2 over runs already complete reuses them in this process: no pool is started (workers
+    cost seconds each to start), and the line says the run was stored."""
+    configs = _configs(tmp_path)
+    first = train_runs(configs, jobs=1, threads=1, progress=False)
+    import ibstudy.parallel as parallel
+
+    def no_workers(*args, **kwargs):
+        raise AssertionError("a worker pool was started for stored runs")
+
+    monkeypatch.setattr(parallel, "_in_workers", no_workers)
+    again = train_runs(configs, jobs=2, threads=1, progress=True)
+    assert [r.path for r in again] == [r.path for r in first]
+    assert capsys.readouterr().out.count("(stored)") == 2
+    fresh = _configs(tmp_path, n=3)  # a third seed must train: that one needs the pool
+    with pytest.raises(AssertionError, match="worker pool was started"):
+        train_runs(fresh, jobs=2, threads=1, progress=False)
+
+
+def test_measuring_in_workers_equals_measuring_here_to_the_bit(tmp_path) -> None:
+    """Re-measurement under other settings, two workers of one thread each, gives the tables that
+    this process gives at one thread; a second call finds every cache and measures nothing."""
+    import dataclasses
+
+    import torch
+
+    from ibstudy.measure import measure
+    from ibstudy.parallel import measure_in_workers
+
+    side = train_runs(_configs(tmp_path / "side"), jobs=1, threads=1, progress=False)
+    here = train_runs(_configs(tmp_path / "here"), jobs=1, threads=1, progress=False)
+    mcfg = dataclasses.replace(side[0].config.measure_config(), eps=1e-3, floor_perms=2)
+    assert measure_in_workers([(r, mcfg) for r in side], jobs=2, threads=1, progress=False) == 2
+    assert measure_in_workers([(r, mcfg) for r in side], jobs=2, threads=1, progress=False) == 0
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for a, b in zip(side, here, strict=True):
+            pd.testing.assert_frame_equal(measure(a, mcfg), measure(b, mcfg), check_exact=True)
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_measuring_in_workers_checks_the_epochs_before_any_work(tmp_path) -> None:
+    import dataclasses
+
+    from ibstudy.parallel import measure_in_workers
+
+    runs = train_runs(_configs(tmp_path), jobs=1, threads=1, progress=False)
+    mcfg = dataclasses.replace(runs[0].config.measure_config(), eps=1e-3)
+    before = sorted(p.name for r in runs for p in (r.path / "measures").glob("*"))
+    with pytest.raises(ValueError, match=r"epochs \[7\] have no stored weights"):
+        measure_in_workers([(r, mcfg) for r in runs], [0, 7], jobs=2, threads=1)
+    assert sorted(p.name for r in runs for p in (r.path / "measures").glob("*")) == before

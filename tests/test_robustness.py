@@ -294,12 +294,15 @@ def test_estimator_sensitivity_measures_the_claim_epochs_only(monkeypatch):
         def config(self):
             return TrainConfig()
 
-    def fake_measure_runs(runs, mcfg, wanted, progress=False):
-        calls.append((mcfg, list(wanted)))
-        table = tables["reference" if mcfg is ref else "flat"]
-        return table[table["epoch"].isin(wanted)]
+    def fake_measure_suite(runs, settings, wanted, progress=False, jobs=None):
+        out = {}
+        for label, mcfg in settings.items():
+            calls.append((mcfg, list(wanted)))
+            table = tables["reference" if mcfg is ref else "flat"]
+            out[label] = table[table["epoch"].isin(wanted)]
+        return out
 
-    monkeypatch.setattr(robustness, "measure_runs", fake_measure_runs)
+    monkeypatch.setattr(robustness, "measure_suite", fake_measure_suite)
     runs = [FakeRun([0, 1, 2, 3]), FakeRun([0, 1, 2, 3, 4])]
     by = robustness.estimator_sensitivity(runs, epochs, settings)
     assert [c[1] for c in calls] == [[0, 1, 2, 3]] * 2  # the epochs every run stored
