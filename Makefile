@@ -28,11 +28,14 @@ study: $(STAMP)
 	IBSTUDY_JOBS=$(JOBS) $(PY) -m ibstudy run --preset $(PRESET)
 	$(PY) -m ibstudy report --compare
 
+# one test worker per core (pytest-xdist), each with one torch thread (tests/conftest.py); a file's
+# tests stay in one worker, so a module's fixture (the executed notebooks) is built once
+TEST_WORKERS ?= auto
 test: $(STAMP)
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest -m "not slow" -n $(TEST_WORKERS) --dist loadfile
 
 test-all: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 # chromium from Debian's packages (apt-get, as root), Playwright from requirements-browser.txt
 $(BROWSER_STAMP): requirements-browser.txt $(STAMP)

@@ -55,3 +55,20 @@ def np_renyi_entropy(k: Any, alpha: float) -> float:
     lam = np.linalg.eigvalsh(a)
     lam = np.where(lam <= a.shape[0] * np.finfo(np.float64).eps * np.abs(lam).max(), 0.0, lam)
     return float(np.log2(np.sum(lam**alpha)) / (1.0 - alpha))
+
+
+def _one_thread_per_xdist_worker() -> None:
+    """Under pytest-xdist (``make test``: one worker per core) every worker and the processes it
+    starts use one intra-op thread: two workers with torch's default threads each would contend
+    for the same cores and run slower together than one after the other."""
+    import os
+
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[name] = "1"
+        torch.set_num_threads(1)
+
+
+_one_thread_per_xdist_worker()
