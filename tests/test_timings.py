@@ -94,8 +94,8 @@ def test_parallel_summary_pairs_the_settings_of_each_invocation() -> None:
     assert (day["one_min"], day["one_max"], day["auto_min"], day["auto_max"]) == (96, 100, 69, 70)
     assert pd.isna(summary.iloc[0]["bound_min"]) and summary.iloc[0]["reach_target"] == 1
     text = timings.timings_markdown(pd.DataFrame(rows), None, target=1.4)
-    assert "| 2 | 96.0-100.0 | 69.0-70.0 | 1.41x (1.39-1.43) | 1.54x | 1 of 2 |" in text
-    assert "| 1 | 99.0 | 68.0 | 1.46x | not recorded | 1 of 1 |" in text
+    assert "| 2 | 96.0-100.0 | 69.0-70.0 | 1.410x (1.391-1.429) | 1.54x | 1 of 2 |" in text
+    assert "| 1 | 99.0 | 68.0 | 1.456x | not recorded | 1 of 1 |" in text
 
 
 def test_study_summary_gives_minutes_the_budget_and_each_notebook() -> None:
