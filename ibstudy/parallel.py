@@ -19,6 +19,7 @@ parameters (LeNet5, the thin ResNets and VGGs of the study), else one run per
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing as mp
 import os
 import sys
@@ -56,6 +57,7 @@ class _Outcome:
     path: str | None
     error: str | None
     seconds: float
+    run: Run | None = None  # the loaded run, when it was reused here (not sent between processes)
 
 
 def available_cores() -> int:
@@ -173,7 +175,9 @@ def _stored_one(index: int, cfg: TrainConfig, trust: bool) -> _Outcome | None:
         run = stored_run(cfg, trust=trust)
     except Exception as exc:  # another config's folder, locked by another process, damaged
         return _outcome_of(index, "", start, exc)
-    return None if run is None else _outcome_of(index, str(run.path), start, None)
+    if run is None:
+        return None
+    return dataclasses.replace(_outcome_of(index, str(run.path), start, None), run=run)
 
 
 def _in_process(configs: Sequence[TrainConfig], threads: int | None, log: _Log,
@@ -351,7 +355,14 @@ def train_runs(
     if failed and strict:
         raise RunsFailed(f"{len(failed)} of {len(configs)} run(s) did not finish (the others are "
                          "stored): " + "; ".join(failed))  # fmt: skip
-    return [Run.load(by_index[i].path) if by_index[i].path else None for i in range(len(configs))]
+    return [_run_of(by_index[i]) for i in range(len(configs))]
+
+
+def _run_of(outcome: _Outcome) -> Run | None:
+    """The outcome's run: the one already loaded when it was reused here, else read from its path."""
+    if outcome.run is not None:
+        return outcome.run
+    return Run.load(outcome.path) if outcome.path else None
 
 
 def _measure_one(index: int, path: str, mcfg: Any, epochs: list[int] | None,
