@@ -25,8 +25,9 @@ LeNet5 on synthetic CIFAR-shaped images (10,000 by default):
 
 8. parallel runs (``--only parallel``): notebook 02's runs (E2E and layer-wise/linear x 3 seeds,
    quick preset, mnist5k) trained one at a time (``jobs=1``, torch's default threads) and side by
-   side (``jobs=auto``: one run per core for LeNet5), each from an empty results folder: wall time
-   and the speed-up (target >= 1.4x on 2 cores).
+   side (``jobs=auto``: one run per core for LeNet5), each from an empty results folder, ``--pairs``
+   times back to back: wall times and the speed-up's geometric mean with its 95 % interval (target
+   1.4x on 2 cores: met when the whole interval is at or above it).
 9. re-measurement side by side (``--only measure``): notebook 07's estimator suite over notebook 02's
    runs at every stored epoch, from empty caches, in this process (``jobs=1``) and in workers
    (``jobs=auto``, ``ibstudy.study.measure_suite``): wall time and the speed-up (no target; notebook
@@ -34,7 +35,7 @@ LeNet5 on synthetic CIFAR-shaped images (10,000 by default):
 
     python benchmarks/bench_training.py [--n 10000] [--device auto] [--repeats 3]
     python benchmarks/bench_training.py --only parallel [--preset study] [--seeds 3] [--ceiling]
-        [--record [CSV]]
+        [--pairs 3] [--record [CSV]]
     python benchmarks/bench_training.py --only measure [--preset study] [--seeds 3]
     python benchmarks/bench_training.py --device cuda --only throughput --n 20000 --repeats 2
 """
@@ -336,6 +337,11 @@ def main() -> None:
         "that perfect side-by-side scaling would give)",
     )
     parser.add_argument(
+        "--pairs", type=int, default=1,
+        help="parallel: jobs=1 / jobs=auto pairs timed back to back, the order alternating (the "
+        "speed-up's interval needs 2 or more)",
+    )  # fmt: skip
+    parser.add_argument(
         "--record", nargs="?", const="docs/benchmarks/parallel.csv", default=None, metavar="CSV",
         help="parallel: append the wall times to CSV (default docs/benchmarks/parallel.csv), "
         "which the README's timing block is written from (python -m ibstudy timings --readme)",
@@ -346,7 +352,9 @@ def main() -> None:
     print(f"device: {device}  threads: {torch.get_num_threads()}  images: {args.n}")
     with tempfile.TemporaryDirectory() as tmp:
         if args.only == "parallel":
-            parallel_section(args.seeds, args.epochs, tmp, args.preset, args.ceiling, args.record)
+            parallel_section(
+                args.seeds, args.epochs, tmp, args.preset, args.ceiling, args.record, args.pairs
+            )
             return
         if args.only == "measure":
             measure_section(args.seeds, args.epochs, tmp, args.preset)
@@ -397,11 +405,14 @@ def parallel_section(
     preset: str = "quick",
     ceiling: bool = False,
     record: str | None = None,
+    pairs: int = 1,
 ) -> None:
-    """Section 8: notebook 02's runs with jobs=1 and jobs=auto, wall time side by side; with
-    ``ceiling``, also jobs=1 at one thread, whose time over the cores is what perfect scaling of
-    side-by-side runs would take (the bound on jobs=auto's speed-up); ``record``: append the wall
-    times to that CSV (ibstudy.timings)."""
+    """Section 8: notebook 02's runs with jobs=1 and jobs=auto, ``pairs`` times back to back (the
+    order alternating, so a drift of the machine's speed falls on both settings), each from an empty
+    folder; the speed-up is the pairs' geometric mean with its interval and the target's verdict
+    (ibstudy.timings.speedup_estimate). ``ceiling``: also, once, jobs=1 at one thread, whose time
+    over the cores is what perfect scaling of side-by-side runs would take (the bound on jobs=auto's
+    speed-up); ``record``: append the wall times to that CSV (ibstudy.timings)."""
     from ibstudy.parallel import available_cores, resolve_jobs, train_runs
     from ibstudy.study import study_config
     from ibstudy.timings import (
@@ -411,21 +422,26 @@ def parallel_section(
         append_rows,
         now_stamp,
         parallel_rows,
+        speedup_estimate,
     )  # fmt: skip
 
+    if isinstance(pairs, bool) or not isinstance(pairs, int) or pairs < 1:
+        raise ValueError(f"pairs must be a positive integer, got {pairs!r}")
     stamp = now_stamp()
-
     variants = [{"method": "e2e"}, {"method": "layerwise", "head": "linear"}]
-    settings: list[tuple[object, int | None]] = [(1, None), ("auto", None)]
-    if ceiling:
-        settings.append((1, 1))
     extra = {} if epochs is None else {"epochs": epochs}
     # warm-up: this process's first run pays one-time costs (data, kernels) the others do not
     warm = study_config("quick", results_dir=f"{tmp}/warm-up", epochs=1, device="cpu")
     train_runs([warm], jobs=1, progress=False)
+    settings: list[tuple[int, object, int | None]] = []  # (pair, jobs, threads), in timed order
+    for k in range(pairs):
+        both = [(k, 1, None), (k, "auto", None)]
+        settings += both if k % 2 == 0 else both[::-1]
+        if ceiling and k == 0:
+            settings.append((k, 1, 1))
     rows = []
-    for jobs, threads in settings:
-        folder = f"{tmp}/parallel-{jobs}-{threads}"
+    for k, jobs, threads in settings:
+        folder = f"{tmp}/parallel-{k}-{jobs}-{threads}"
         configs = [
             study_config(preset, results_dir=folder, seed=s, device="cpu", **extra, **v)
             for v in variants
@@ -434,33 +450,40 @@ def parallel_section(
         n = resolve_jobs(jobs, configs)
         start = time.perf_counter()
         train_runs(configs, jobs=jobs, threads=threads, progress=False)
-        rows.append((jobs, threads, n, time.perf_counter() - start))
-    base = rows[0][3]
+        rows.append((k, jobs, threads, n, time.perf_counter() - start))
     cores = available_cores()
     print(f"\n8. parallel runs: {len(configs)} runs of notebook 02 ({preset} preset, "
-          f"{configs[0].epochs} epochs), {cores} cores")  # fmt: skip
-    print(f"{'jobs':>6} {'threads':>8} {'workers':>8} {'wall s':>8} {'speed-up':>9}")
-    for jobs, threads, n, seconds in rows:
+          f"{configs[0].epochs} epochs), {cores} cores, {pairs} pair(s)")  # fmt: skip
+    print(f"{'pair':>5} {'jobs':>6} {'threads':>8} {'workers':>8} {'wall s':>8} {'speed-up':>9}")
+    base = {k: s for k, jobs, threads, _, s in rows if (jobs, threads) == (1, None)}
+    for k, jobs, threads, n, seconds in rows:
         shown = threads if threads is not None else ("default" if n == 1 else cores // n)
-        print(f"{jobs!s:>6} {shown!s:>8} {n:>8} {seconds:>8.1f} {base / seconds:>8.2f}x")
+        print(f"{k + 1:>5} {jobs!s:>6} {shown!s:>8} {n:>8} {seconds:>8.1f} "
+              f"{base[k] / seconds:>8.2f}x")  # fmt: skip
     if ceiling:
-        bound = base / (rows[2][3] / min(cores, len(configs)))
+        one_thread = next(s for _, jobs, threads, _, s in rows if threads == 1)
+        bound = base[0] / (one_thread / min(cores, len(configs)))
         print(
             f"  ceiling: one-thread runs shared perfectly over {cores} cores would be {bound:.2f}x"
         )
-    auto = base / rows[1][3]
-    print(f"  [{'PASS' if auto >= TARGET_SPEEDUP else 'FAIL'}] jobs=auto at least "
-          f"{TARGET_SPEEDUP}x faster than jobs=1")  # fmt: skip
+    speedups = [base[k] / s for k, jobs, _, _, s in rows if jobs == "auto"]
+    est = speedup_estimate(speedups, TARGET_SPEEDUP)
+    interval = "" if est["n"] < 2 else f" [{est['low']:.3f}-{est['high']:.3f}]"
+    print(f"  jobs=auto over jobs=1: {est['mean']:.3f}x{interval} (geometric mean of {est['n']} "
+          f"pair(s), 95 % interval); target {TARGET_SPEEDUP}x: {est['verdict']}")  # fmt: skip
     if record:
         names = dict(zip([(1, None), ("auto", None), (1, 1)], SETTINGS, strict=True))
-        measured = [
-            (names[(jobs, threads)], n, threads or (torch.get_num_threads() if n == 1 else cores // n),
-             seconds)
-            for jobs, threads, n, seconds in rows
-        ]  # fmt: skip
-        table = parallel_rows(measured, stamp=stamp, preset=preset, epochs=configs[0].epochs,
-                              runs=len(configs))  # fmt: skip
-        print(f"  recorded in {append_rows(record, table, PARALLEL_COLUMNS)}")
+        for k in range(pairs):
+            measured = [
+                (names[(jobs, threads)], n,
+                 threads or (torch.get_num_threads() if n == 1 else cores // n), seconds)
+                for pair, jobs, threads, n, seconds in rows
+                if pair == k
+            ]  # fmt: skip
+            table = parallel_rows(measured, stamp=stamp if pairs == 1 else f"{stamp} (pair {k + 1})",
+                                  preset=preset, epochs=configs[0].epochs, runs=len(configs))  # fmt: skip
+            path = append_rows(record, table, PARALLEL_COLUMNS)
+        print(f"  recorded in {path}")
 
 
 def measure_section(seeds: int, epochs: int | None, tmp: str, preset: str = "quick") -> None:

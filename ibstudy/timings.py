@@ -6,6 +6,10 @@ A measurement is appended as rows (:func:`append_rows`, atomic) by ``python -m i
 parallel --record`` (the benchmark's wall times); :func:`timings_markdown` renders the README's block
 from those tables, so no measured time in the README is typed by hand. Each row names its machine
 (:func:`machine`): a time holds for the machine it was measured on (docs/method.md §13).
+
+The speed-up target is decided on an estimate, not a count of invocations that reach it
+(:func:`speedup_estimate`): the pairs' geometric mean with its t interval, met when the whole
+interval is at or above the target (docs/method.md §13).
 """
 
 from __future__ import annotations
@@ -19,15 +23,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
+from ibstudy.estimates import paired_effect
 from ibstudy.provenance import UNKNOWN, git_commit
 from ibstudy.store import atomic_write_text
 
 __all__ = [
     "BENCH_DIR", "END", "PARALLEL_COLUMNS", "PARALLEL_CSV", "SETTINGS", "START", "STUDY_COLUMNS",
-    "STUDY_CSV", "TOTAL", "RECORDERS", "append_rows", "parallel_rows", "machine", "notebook_times", "now_stamp", "read_tables", "parallel_summary",
-    "study_rows", "study_summary", "timings_markdown",
+    "STUDY_CSV", "TARGET_VERDICTS", "TOTAL", "RECORDERS", "append_rows", "machine", "notebook_times",
+    "now_stamp", "parallel_across", "parallel_rows", "parallel_summary", "read_tables",
+    "speedup_estimate", "study_rows", "study_summary", "timings_markdown",
 ]  # fmt: skip
 
 START = "<!-- timings:start (python -m ibstudy timings --readme writes this block; do not edit) -->"
@@ -61,6 +68,8 @@ TOTAL = "total"
 RECORDERS = ("python -m ibstudy timings --record-study", "bench_training.py --record")
 #: [ours] the speed-up notebook 02's runs should reach with jobs=auto on 2 cores (issue 22)
 TARGET_SPEEDUP = 1.4
+#: the verdicts on the speed-up target: the interval at or above it, below it, or across it
+TARGET_VERDICTS = ("met", "not met", "inconclusive")
 #: [ours] the minutes ``make study`` may take on the 2-core reference machine
 BUDGET_MINUTES = 45.0
 
@@ -171,10 +180,31 @@ def parallel_rows(measured: Iterable[tuple[str, int, int, float]], *, stamp: str
     return rows
 
 
+def speedup_estimate(speedups: Sequence[float], target: float = TARGET_SPEEDUP,
+                     level: float = 0.95) -> dict[str, Any]:  # fmt: skip
+    """The geometric mean of paired speed-ups with its t interval (computed on their logs) and the
+    target's verdict (docs/method.md §13): "met" when the whole interval is at or above ``target``,
+    "not met" when it is below, else "inconclusive" (so is a single pair: it has no interval)."""
+    r = np.asarray(speedups, dtype=float)
+    if r.ndim != 1 or len(r) == 0 or not (np.isfinite(r).all() and (r > 0).all()):
+        raise ValueError(f"speedups must be one or more positive numbers, got {list(speedups)}")
+    out: dict[str, Any] = {"n": len(r), "mean": float(np.exp(np.log(r).mean())),
+                           "low": float("nan"), "high": float("nan"), "verdict": TARGET_VERDICTS[2]}  # fmt: skip
+    if len(r) >= 2:
+        effect = paired_effect(np.log(r), level)
+        out["low"], out["high"] = float(np.exp(effect.ci_low)), float(np.exp(effect.ci_high))
+        if out["low"] >= target:
+            out["verdict"] = TARGET_VERDICTS[0]
+        elif out["high"] < target:
+            out["verdict"] = TARGET_VERDICTS[1]
+    return out
+
+
 def parallel_summary(table: pd.DataFrame, target: float = TARGET_SPEEDUP) -> pd.DataFrame:
-    """Per machine, commit and preset: the invocations, the range of each setting's wall time, the
-    speed-up of each invocation (jobs=1 over jobs=auto) and its bound (jobs=1 over the one-thread
-    runs shared out over the cores), and how many invocations reach ``target``."""
+    """Per day, commit, machine and preset: the pairs (one jobs=1 and one jobs=auto wall time of one
+    stamp), the range of each setting's wall time, the speed-up's geometric mean with its interval
+    and verdict (:func:`speedup_estimate`), and the bound (jobs=1 over the one-thread runs shared
+    out over the cores)."""
     wide = table.pivot_table(index=["stamp", "commit", "cpu", "cores", "preset", "epochs", "runs"],
                              columns="setting", values="wall_s", aggfunc="first").reset_index()  # fmt: skip
     for setting in SETTINGS:
@@ -188,15 +218,29 @@ def parallel_summary(table: pd.DataFrame, target: float = TARGET_SPEEDUP) -> pd.
     rows = []
     keys = ["day", "commit", "cpu", "cores", "preset", "epochs", "runs"]
     for key, g in wide.groupby(keys, sort=True):
+        est = speedup_estimate(g["speedup"].tolist(), target)
         rows.append({
             **dict(zip(keys, key, strict=True)), "repeats": len(g),
             "one_min": g[SETTINGS[0]].min(), "one_max": g[SETTINGS[0]].max(),
             "auto_min": g[SETTINGS[1]].min(), "auto_max": g[SETTINGS[1]].max(),
-            "speedup_min": g["speedup"].min(), "speedup_median": g["speedup"].median(),
-            "speedup_max": g["speedup"].max(), "bound_min": g["bound"].min(),
-            "bound_max": g["bound"].max(), "reach_target": int((g["speedup"] >= target).sum()),
+            "speedup_mean": est["mean"], "speedup_low": est["low"], "speedup_high": est["high"],
+            "verdict": est["verdict"], "bound_min": g["bound"].min(), "bound_max": g["bound"].max(),
             "source": "; ".join(sorted(set(table.loc[table["stamp"].isin(g["stamp"]), "source"]))),
         })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def parallel_across(summary: pd.DataFrame, target: float = TARGET_SPEEDUP) -> pd.DataFrame:
+    """Per kind of machine and preset, across the rows of :func:`parallel_summary` (each row's
+    geometric mean one value, so one day's many pairs do not outweigh the other days): the speed-up's
+    geometric mean with its interval and verdict. The spread between days and hosts is in it."""
+    rows = []
+    keys = ["cpu", "cores", "preset", "epochs", "runs"]
+    for key, g in summary.groupby(keys, sort=True):
+        est = speedup_estimate(g["speedup_mean"].tolist(), target)
+        rows.append({**dict(zip(keys, key, strict=True)), "rows": len(g), "pairs": int(g["repeats"].sum()),
+                     "speedup_mean": est["mean"], "speedup_low": est["low"],
+                     "speedup_high": est["high"], "verdict": est["verdict"]})  # fmt: skip
     return pd.DataFrame(rows)
 
 
@@ -268,27 +312,50 @@ def timings_markdown(parallel: pd.DataFrame | None, study: pd.DataFrame | None,
             lines.append("")
         lines += [
             f"Notebook 02's runs one at a time (`jobs=1`, torch's threads) and side by side "
-            f"(`jobs=auto`), each from an empty folder; the bound is what perfect sharing of "
-            f"one-thread runs over the cores would give (`python benchmarks/bench_training.py "
-            f"--only parallel --preset study --ceiling --record`); target {target:.1f}x:",
+            f"(`jobs=auto`), each from an empty folder, as pairs measured back to back (`python "
+            f"benchmarks/bench_training.py --only parallel --preset study --ceiling --pairs N "
+            f"--record`); the speed-up is the pairs' geometric mean with its 95 % interval, and "
+            f"the target of {target:.1f}x is met when the whole interval is at or above it, not "
+            f"met when it is below, inconclusive otherwise (one pair has no interval; "
+            f"docs/method.md §13); the bound is what perfect sharing of one-thread runs over the "
+            f"cores would give:",
             "",
-            "| date | commit | CPU | cores | preset, epochs | repeats | jobs=1 s | jobs=auto s "
-            "| speed-up (median, range; 3 decimals, so 1.396x is not 1.4x) | bound | reach the target |",
-            "|---|---|---|---:|---|---:|---:|---:|---|---|---:|",
+            "| date | commit | CPU | cores | preset, epochs | pairs | jobs=1 s | jobs=auto s "
+            "| speed-up [95 % interval] | bound | target |",
+            "|---|---|---|---:|---|---:|---:|---:|---|---|---|",
         ]
         for r in summary.itertuples():
             bound = "not recorded" if pd.isna(r.bound_min) else _span(r.bound_min, r.bound_max, "x")
-            spread = "" if r.repeats == 1 else f" ({r.speedup_min:.3f}-{r.speedup_max:.3f})"
             lines.append(
                 f"| {r.day}{_mark(r.source, notes)} | {_short(r.commit)} | {r.cpu} | {r.cores} | "
                 f"{r.preset}, {r.epochs} | "
                 f"{r.repeats} | {_span(r.one_min, r.one_max)} | {_span(r.auto_min, r.auto_max)} | "
-                f"{r.speedup_median:.3f}x{spread} | {bound} | "
-                f"{r.reach_target} of {r.repeats} |"
+                f"{_estimate(r.speedup_mean, r.speedup_low, r.speedup_high)} | {bound} | "
+                f"{r.verdict} |"
+            )
+        lines += [
+            "",
+            "Across the rows of one kind of machine (each row's mean one value, so the spread "
+            "between days and hosts counts):",
+            "",
+            "| CPU | cores | preset, epochs | rows | pairs | speed-up [95 % interval] | target |",
+            "|---|---:|---|---:|---:|---|---|",
+        ]
+        for r in parallel_across(summary, target).itertuples():
+            lines.append(
+                f"| {r.cpu} | {r.cores} | {r.preset}, {r.epochs} | {r.rows} | {r.pairs} | "
+                f"{_estimate(r.speedup_mean, r.speedup_low, r.speedup_high)} | {r.verdict} |"
             )
     if notes:
         lines += ["", *(f"- [{i + 1}] {note}." for i, note in enumerate(notes))]
     return "\n".join(lines) if lines else "No timing has been recorded yet."
+
+
+def _estimate(mean: float, low: float, high: float) -> str:
+    """``"1.432x [1.342-1.528]"`` (3 decimals, so 1.396x is not 1.4x), or ``"1.396x"`` without one."""
+    if pd.isna(low):
+        return f"{mean:.3f}x"
+    return f"{mean:.3f}x [{low:.3f}-{high:.3f}]"
 
 
 def _span(low: float, high: float, unit: str = "") -> str:

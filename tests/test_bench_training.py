@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
@@ -54,3 +55,35 @@ def test_throughput_section_on_cuda(tmp_path):
     by = {r["setting"]: r for r in rows}
     assert by["fp32"]["amp_dtype"] == "float32" and by["bf16"]["amp_dtype"] == "bfloat16"
     assert by["bf16+cl+compile"]["compiled"]  # compiled, not fallen back to eager
+
+
+def test_parallel_section_times_pairs_in_alternating_order_and_records_each(tmp_path, monkeypatch,
+                                                                            capsys):  # fmt: skip
+    """The order of jobs=1 and jobs=auto alternates between pairs (a drift of the machine's speed
+    falls on both), the one-thread ceiling is timed once, and each pair is recorded as its own
+    stamp (a fake trainer: the section's bookkeeping, not training, is under test)."""
+    import ibstudy.parallel
+
+    calls = []
+
+    def fake_train_runs(configs, *, jobs=1, threads=None, progress=True, **_):
+        calls.append((jobs, threads))
+        return [None] * len(configs)
+
+    monkeypatch.setattr(ibstudy.parallel, "train_runs", fake_train_runs)
+    record = tmp_path / "parallel.csv"
+    _bench().parallel_section(1, 1, str(tmp_path), "quick", ceiling=True, record=str(record),
+                              pairs=3)  # fmt: skip
+    warm, *timed = calls
+    assert timed == [(1, None), ("auto", None), (1, 1), ("auto", None), (1, None), (1, None),
+                     ("auto", None)]  # fmt: skip
+    table = pd.read_csv(record)
+    assert table.groupby("stamp")["setting"].apply(list).tolist() == [
+        ["jobs=1", "jobs=auto", "jobs=1 threads=1"],
+        ["jobs=auto", "jobs=1"],
+        ["jobs=1", "jobs=auto"],
+    ]  # fmt: skip  (each pair's rows in the order they were timed)
+    assert table["stamp"].str.endswith(("(pair 1)", "(pair 2)", "(pair 3)")).all()
+    assert "geometric mean of 3 pair(s), 95 % interval); target 1.4x:" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="pairs must be a positive integer"):
+        _bench().parallel_section(1, 1, str(tmp_path), "quick", pairs=0)

@@ -7,8 +7,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 from ibstudy import timings
 from ibstudy.__main__ import main
@@ -86,16 +88,69 @@ def test_parallel_summary_pairs_the_settings_of_each_invocation() -> None:
     summary = timings.parallel_summary(pd.DataFrame(rows), target=1.4)
     assert summary["day"].tolist() == ["2026-12-02", "2026-12-03"]
     day = summary.iloc[1]
-    assert day["repeats"] == 2 and day["reach_target"] == 1  # 100/70 = 1.43, 96/69 = 1.39
-    assert day["speedup_min"] == pytest.approx(96 / 69) and day["speedup_max"] == pytest.approx(
-        100 / 70
+    logs = np.log([100 / 70, 96 / 69])  # 1.43 and 1.39: their interval spans the target
+    half = stats.t.ppf(0.975, 1) * logs.std(ddof=1) / np.sqrt(2)
+    assert day["repeats"] == 2 and day["verdict"] == "inconclusive"
+    assert day["speedup_mean"] == pytest.approx(np.sqrt(100 / 70 * 96 / 69))
+    assert (day["speedup_low"], day["speedup_high"]) == pytest.approx(
+        (np.exp(logs.mean() - half), np.exp(logs.mean() + half))
     )
     assert day["bound_min"] == pytest.approx(100 / (130 / 2)) == day["bound_max"]
     assert (day["one_min"], day["one_max"], day["auto_min"], day["auto_max"]) == (96, 100, 69, 70)
-    assert pd.isna(summary.iloc[0]["bound_min"]) and summary.iloc[0]["reach_target"] == 1
+    one = summary.iloc[0]
+    assert pd.isna(one["bound_min"]) and pd.isna(one["speedup_low"])
+    assert one["verdict"] == "inconclusive"  # 1.456x, but one pair has no interval
     text = timings.timings_markdown(pd.DataFrame(rows), None, target=1.4)
-    assert "| 2 | 96.0-100.0 | 69.0-70.0 | 1.410x (1.391-1.429) | 1.54x | 1 of 2 |" in text
-    assert "| 1 | 99.0 | 68.0 | 1.456x | not recorded | 1 of 1 |" in text
+    assert "| 2 | 96.0-100.0 | 69.0-70.0 | 1.410x [1.192-1.668] | 1.54x | inconclusive |" in text
+    assert "| 1 | 99.0 | 68.0 | 1.456x | not recorded | inconclusive |" in text
+    across = timings.parallel_across(summary, target=1.4).iloc[0]  # the two days' means, one each
+    assert (across["rows"], across["pairs"]) == (2, 3)
+    assert across["speedup_mean"] == pytest.approx(np.sqrt(99 / 68 * day["speedup_mean"]))
+    assert "| Test CPU (AVX2) | 2 | study, 40 | 2 | 3 | 1.433x [" in text
+
+
+def test_the_target_verdict_needs_the_whole_interval_on_one_side() -> None:
+    est = timings.speedup_estimate([1.5, 1.6, 1.55], target=1.4)
+    assert est["verdict"] == "met" and est["low"] >= 1.4 and est["n"] == 3
+    assert est["mean"] == pytest.approx((1.5 * 1.6 * 1.55) ** (1 / 3))
+    assert timings.speedup_estimate([1.30, 1.32, 1.31], target=1.4)["verdict"] == "not met"
+    assert timings.speedup_estimate([1.30, 1.50], target=1.4)["verdict"] == "inconclusive"
+    assert timings.speedup_estimate([1.9], target=1.4)["verdict"] == "inconclusive"  # no interval
+    same = timings.speedup_estimate([1.45, 1.45], target=1.4)  # no spread: a zero-width interval
+    assert same["verdict"] == "met" and same["low"] == pytest.approx(1.45)
+    for bad in ([], [1.5, 0.0], [1.5, float("nan")], [-1.2]):
+        with pytest.raises(ValueError, match="speedups must be"):
+            timings.speedup_estimate(bad)
+
+
+def _recorded_log_spreads() -> tuple[float, float]:
+    """The committed record's spread of log speed-ups: between the pairs of one row (pooled over
+    rows with several pairs) and between the rows' means."""
+    table = pd.read_csv(ROOT / "docs" / "benchmarks" / "parallel.csv")
+    wide = table.pivot_table(index="stamp", columns="setting", values="wall_s", aggfunc="first")
+    logs = np.log(wide["jobs=1"] / wide["jobs=auto"])
+    groups = wide.index.str[:10] + table.groupby("stamp")["commit"].first().reindex(wide.index)
+    within = [g.to_numpy() for _, g in logs.groupby(groups) if len(g) > 1]
+    pooled = np.sqrt(sum(((g - g.mean()) ** 2).sum() for g in within)
+                     / sum(len(g) - 1 for g in within))  # fmt: skip
+    return float(pooled), float(logs.groupby(groups).mean().std(ddof=1))
+
+
+@pytest.mark.parametrize("n", [2, 3, 5])
+def test_the_target_rule_says_met_rarely_when_the_speedup_is_exactly_the_target(n: int) -> None:
+    """False-positive rate on simulated nulls shaped like the record: a true speed-up of exactly
+    1.4x with the recorded spread (within a row, and between rows), n pairs or rows; "met" may come
+    at most at the interval's one-sided 2.5 % (plus Monte-Carlo error)."""
+    within, between = _recorded_log_spreads()
+    assert 0 < within < between  # the record's shape: days and hosts differ more than pairs do
+    rng = np.random.default_rng(n)
+    draws = 2000
+    for sd in (within, between):
+        logs = np.log(1.4) + sd * rng.standard_normal((draws, n))
+        met = sum(timings.speedup_estimate(np.exp(x), 1.4)["verdict"] == "met" for x in logs)
+        assert met / draws <= 0.025 + 3 * np.sqrt(0.025 * 0.975 / draws)
+        missed = sum(timings.speedup_estimate(np.exp(x), 1.4)["verdict"] == "not met" for x in logs)
+        assert missed / draws <= 0.025 + 3 * np.sqrt(0.025 * 0.975 / draws)
 
 
 def test_study_summary_gives_minutes_the_budget_and_each_notebook() -> None:
@@ -167,7 +222,7 @@ def test_a_benchmark_invocation_becomes_one_row_per_setting(tmp_path) -> None:
     assert {r["source"] for r in rows} == {timings.RECORDERS[1]}
     path = timings.append_rows(tmp_path / "p.csv", rows, timings.PARALLEL_COLUMNS)
     summary = timings.parallel_summary(pd.read_csv(path))
-    assert summary.iloc[0]["speedup_median"] == pytest.approx(95.0 / 68.4)
+    assert summary.iloc[0]["speedup_mean"] == pytest.approx(95.0 / 68.4)
     assert summary.iloc[0]["bound_min"] == pytest.approx(95.0 / 63.2)
     with pytest.raises(ValueError, match="setting must be one of"):
         timings.parallel_rows([("jobs=3", 3, 1, 1.0)], stamp="s", preset="study", epochs=1, runs=1,
