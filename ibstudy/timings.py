@@ -318,7 +318,8 @@ def timings_markdown(parallel: pd.DataFrame | None, study: pd.DataFrame | None,
             f"the target of {target:.1f}x is met when the whole interval is at or above it, not "
             f"met when it is below, inconclusive otherwise (one pair has no interval; "
             f"docs/method.md §13); the bound is what perfect sharing of one-thread runs over the "
-            f"cores would give:",
+            f"cores would give, timed once per invocation (one time on a host whose speed drifts: "
+            f"it can fall below the speed-up it bounds):",
             "",
             "| date | commit | CPU | cores | preset, epochs | pairs | jobs=1 s | jobs=auto s "
             "| speed-up [95 % interval] | bound | target |",
